@@ -1,0 +1,35 @@
+"""``imgq db``: create or upgrade the database schema."""
+
+from __future__ import annotations
+
+import click
+
+from imgq.db.engine import get_engine
+from imgq.db.migrate import current_revision, head_revision, upgrade
+
+
+@click.group("db")
+def db_group() -> None:
+    """Manage the database schema (Alembic migrations)."""
+
+
+@db_group.command("upgrade")
+@click.option("--url", default=None, help="Database URL (default: IMGQ_DATABASE_URL).")
+def upgrade_command(url: str | None) -> None:
+    """Bring the database to the current schema; safe to run again."""
+    upgrade(url)
+    engine = get_engine(url)
+    click.echo(
+        f"{engine.url.render_as_string()} is at schema {current_revision(engine)}"
+    )
+
+
+@db_group.command("current")
+@click.option("--url", default=None, help="Database URL (default: IMGQ_DATABASE_URL).")
+def current_command(url: str | None) -> None:
+    """Show the database's schema revision and the newest one imgq knows."""
+    engine = get_engine(url)
+    click.echo(f"database: {current_revision(engine)}  imgq: {head_revision()}")
+
+
+commands = [db_group]

@@ -1,0 +1,1 @@
+"""Architectures, datasets, training, evaluation and the model registry."""

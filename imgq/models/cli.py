@@ -1,0 +1,236 @@
+"""``imgq train``, ``imgq evaluate`` and ``imgq models``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from imgq.config import get_settings
+from imgq.db.engine import session_scope
+from imgq.db.migrate import require_current
+
+DATASETS = ("digits", "mnist", "folder")
+
+
+def _runs_dir(name: str) -> Path:
+    return get_settings().data_dir / "runs" / name
+
+
+@click.command("train")
+@click.option("--dataset", type=click.Choice(DATASETS), default="digits",
+              show_default=True, help="digits: offline 8x8 digits at 28x28; mnist; "
+              "folder: one subfolder per class.")
+@click.option("--data-path", type=click.Path(exists=True), default=None,
+              help="mnist.npz or IDX folder for mnist; the root folder for folder.")
+@click.option("--arch", "architecture", type=click.Choice(["cnn", "mlp"]),
+              default="cnn", show_default=True, help="Network architecture.")
+@click.option("--image-size", type=int, default=28, show_default=True,
+              help="Height and width of the model input (folder dataset).")
+@click.option("--channels", type=click.Choice(["1", "3"]), default="1",
+              show_default=True, help="1 for greyscale, 3 for colour (folder dataset).")
+@click.option("--epochs", type=int, default=50, show_default=True,
+              help="Most epochs to run.")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--patience", type=int, default=5, show_default=True,
+              help="Epochs without a better validation loss before stopping; "
+              "0 runs every epoch.")
+@click.option("--seed", type=int, default=42, show_default=True,
+              help="Seed of the split and of the weights, for reproducible runs.")
+@click.option("--promote/--no-promote", default=None,
+              help="Give the new version the 'production' alias (default: only "
+              "when no version has it yet).")
+def train_command(
+    dataset: str,
+    data_path: str | None,
+    architecture: str,
+    image_size: int,
+    channels: str,
+    epochs: int,
+    batch_size: int,
+    patience: int,
+    seed: int,
+    promote: bool | None,
+) -> None:
+    """Train a model, evaluate it on the test part and register it as a version.
+
+    Writes the learning curves, the confusion matrix and the sample, prediction
+    and wrong-prediction grids under <data_dir>/runs/<model name>/.
+    """
+    from imgq.models import registry
+    from imgq.models.datasets import load_dataset
+    from imgq.models.evaluation import evaluate
+    from imgq.models.preprocessing import PreprocessSpec
+    from imgq.models.training import train
+
+    settings = get_settings()
+    require_current()
+    spec = PreprocessSpec(height=image_size, width=image_size, channels=int(channels))
+    data = load_dataset(dataset, path=data_path, spec=spec)
+    if data.skipped:
+        click.echo(f"skipped {data.skipped} unreadable image(s); see the warnings")
+    staging = _runs_dir(f"{architecture}-{dataset}-training")
+    result = train(
+        data,
+        architecture=architecture,
+        output_dir=staging,
+        seed=seed,
+        epochs=epochs,
+        batch_size=batch_size,
+        patience=patience,
+    )
+    evaluation = evaluate(
+        result.model,
+        result.split.x_test,
+        result.split.y_test,
+        class_names=data.class_names,
+        output_dir=staging,
+    )
+    history = result.history
+    metrics = evaluation.metrics() | {
+        "seed": seed,
+        "dataset": dataset,
+        "epochs_run": result.epochs_run,
+        "best_epoch": result.best_epoch,
+        "train_seconds": round(result.seconds, 2),
+        "train_accuracy": history["accuracy"][result.best_epoch - 1],
+        "validation_accuracy": history["val_accuracy"][result.best_epoch - 1],
+        "train_loss": history["loss"][result.best_epoch - 1],
+        "validation_loss": history["val_loss"][result.best_epoch - 1],
+        "skipped_images": data.skipped,
+    }
+    with session_scope() as session:
+        version = registry.save_and_register(
+            session,
+            result.model,
+            model_dir=settings.resolved_model_dir,
+            architecture=architecture,
+            dataset_name=data.name,
+            class_names=data.class_names,
+            spec=data.spec,
+            metrics=metrics,
+            data_fingerprint=data.fingerprint,
+        )
+        has_production = registry.PRODUCTION in {
+            alias for aliases in registry.aliases_by_version(session).values()
+            for alias in aliases
+        }
+        if promote or (promote is None and not has_production):
+            registry.promote(session, version.id)
+        version_id, name = version.id, version.name
+    run_dir = _runs_dir(name)
+    if run_dir.exists():
+        raise click.ClickException(f"{run_dir} exists already")
+    staging.rename(run_dir)
+
+    click.echo(f"model version {version_id}: {name}")
+    click.echo(
+        f"  epochs {result.epochs_run} (best {result.best_epoch}), "
+        f"{result.seconds:.1f} s"
+    )
+    click.echo(
+        f"  train accuracy {metrics['train_accuracy']:.4f}, validation accuracy "
+        f"{metrics['validation_accuracy']:.4f}, train loss {metrics['train_loss']:.4f}, "
+        f"validation loss {metrics['validation_loss']:.4f}"
+    )
+    click.echo(f"  test loss {evaluation.loss:.4f}, test accuracy {evaluation.accuracy:.4f}")
+    click.echo(f"  figures in {run_dir}")
+
+
+@click.command("evaluate")
+@click.option("--model", "reference", default="production", show_default=True,
+              help="Model version number or alias.")
+@click.option("--dataset", type=click.Choice(DATASETS), default=None,
+              help="Dataset to test on (default: the one the model was trained on).")
+@click.option("--data-path", type=click.Path(exists=True), default=None,
+              help="mnist.npz or IDX folder for mnist; the root folder for folder.")
+@click.option("--output", type=click.Path(file_okay=False), default=None,
+              help="Folder for the figures (default: <data_dir>/runs/<model>/evaluate).")
+def evaluate_command(
+    reference: str, dataset: str | None, data_path: str | None, output: str | None
+) -> None:
+    """Evaluate a registered model on the test part of its dataset's split.
+
+    Prints loss, accuracy and per-class precision and recall; writes the
+    confusion matrix and the sample, prediction and wrong-prediction grids.
+    """
+    from imgq.models import registry
+    from imgq.models.datasets import load_dataset, split
+    from imgq.models.evaluation import evaluate
+
+    require_current()
+    with session_scope() as session:
+        version = registry.resolve(session, reference)
+    loaded = registry.load(version)
+    dataset = dataset or str(version.metrics.get("dataset", "digits"))
+    data = load_dataset(dataset, path=data_path, spec=loaded.spec)
+    parts = split(data, seed=int(version.metrics.get("seed", 42)))
+    output_dir = Path(output) if output else _runs_dir(version.name) / "evaluate"
+    evaluation = evaluate(
+        loaded.model,
+        parts.x_test,
+        parts.y_test,
+        class_names=loaded.class_names,
+        output_dir=output_dir,
+    )
+    click.echo(f"model version {version.id} on the {dataset} test part "
+               f"({len(parts.y_test)} images)")
+    click.echo(f"  loss {evaluation.loss:.4f}  accuracy {evaluation.accuracy:.4f}")
+    click.echo(f"  {'class':>10} {'precision':>10} {'recall':>8} {'support':>8}")
+    for name, figures in evaluation.per_class.items():
+        click.echo(f"  {name:>10} {figures['precision']:>10.3f} "
+                   f"{figures['recall']:>8.3f} {figures['support']:>8d}")
+    click.echo(f"  figures in {output_dir}")
+
+
+@click.group("models")
+def models_group() -> None:
+    """List, inspect and promote registered model versions."""
+
+
+@models_group.command("list")
+def list_command() -> None:
+    """One line per version: number, aliases, name, test accuracy."""
+    from imgq.models import registry
+
+    with session_scope() as session:
+        aliases = registry.aliases_by_version(session)
+        versions = registry.list_versions(session)
+        if not versions:
+            click.echo("no model versions yet; run 'imgq train'")
+        for version in versions:
+            accuracy = version.metrics.get("test_accuracy")
+            shown = f"{accuracy:.4f}" if isinstance(accuracy, float) else "-"
+            tags = ",".join(aliases.get(version.id, [])) or "-"
+            click.echo(f"{version.id:>4}  {tags:<12} {version.name:<48} "
+                       f"test accuracy {shown}")
+
+
+@models_group.command("show")
+@click.argument("reference")
+def show_command(reference: str) -> None:
+    """Print a version's metadata as JSON."""
+    from imgq.models import registry
+
+    with session_scope() as session:
+        version = registry.resolve(session, reference)
+        click.echo(json.dumps(registry.metadata_of(version), indent=2))
+
+
+@models_group.command("promote")
+@click.argument("reference")
+@click.option("--alias", default="production", show_default=True,
+              help="The alias to move to this version.")
+def promote_command(reference: str, alias: str) -> None:
+    """Give REFERENCE (a version number) the alias; rolling back is the same."""
+    from imgq.models import registry
+
+    with session_scope() as session:
+        version = registry.resolve(session, reference)
+        registry.verify_file(version)
+        registry.promote(session, version.id, alias)
+        click.echo(f"model version {version.id} ({version.name}) is now {alias!r}")
+
+
+commands = [train_command, evaluate_command, models_group]

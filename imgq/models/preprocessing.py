@@ -1,0 +1,189 @@
+"""Turning an image file into the model's input: one function for training and
+inference, so the two cannot disagree.
+
+Policies, each tested:
+
+- Only formats in the allow-list are decoded; the format is read from the
+  file's header, never from its name, and checked before any pixel is decoded.
+- Images over ``max_image_pixels`` are refused from their header, before the
+  decoder allocates anything (decompression bombs).
+- The decode is forced in full, so a truncated file fails here and not later;
+  Pillow's ``LOAD_TRUNCATED_IMAGES`` is never set.
+- EXIF orientation is applied: the model sees the photo the way a viewer
+  shows it.
+- Transparent pixels are composited onto ``background`` (black by default,
+  the background of the digits).
+- 16-bit greyscale is scaled to the 8-bit range (65535 becomes 255), not
+  clipped; palette images are expanded; CMYK is converted to RGB.
+- The image is converted to the model's channels (luma for grey), resized
+  with bilinear filtering to the model's size, and scaled to [0, 1].
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from imgq.errors import ImageError
+
+# Failure kinds recorded in the failures table.
+KIND_MISSING = "missing"
+KIND_UNREADABLE = "unreadable"
+KIND_NOT_AN_IMAGE = "not_an_image"
+KIND_FORMAT_REFUSED = "format_not_allowed"
+KIND_TOO_LARGE = "too_large"
+KIND_TRUNCATED = "truncated"
+KIND_UNSUPPORTED_MODE = "unsupported_mode"
+KIND_DECODE_ERROR = "decode_error"
+
+SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """How an image becomes the model's input; stored with every saved model."""
+
+    height: int
+    width: int
+    channels: int
+    background: int = 0
+    resample: str = "bilinear"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> PreprocessSpec:
+        return cls(**values)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.height, self.width, self.channels)
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """What the decoder accepts; taken from the settings."""
+
+    allowed_formats: Sequence[str] = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")
+    max_pixels: int = 50_000_000
+    max_bytes: int = 200_000_000
+
+
+def open_image(path: str, limits: DecodeLimits) -> Image.Image:
+    """Open and fully decode ``path``, or raise ImageError with a failure kind."""
+    try:
+        size = os.stat(path).st_size
+    except FileNotFoundError as error:
+        raise ImageError(KIND_MISSING, f"no such file: {path}") from error
+    except OSError as error:
+        raise ImageError(KIND_UNREADABLE, f"cannot stat {path}: {error}") from error
+    if size == 0:
+        raise ImageError(KIND_NOT_AN_IMAGE, f"not an image: {path} is empty")
+    if size > limits.max_bytes:
+        raise ImageError(
+            KIND_TOO_LARGE, f"{path} has {size} bytes, over {limits.max_bytes}"
+        )
+
+    try:
+        with open(path, "rb") as file, warnings.catch_warnings():
+            # The pixel limit below replaces Pillow's own bomb warning.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(file)
+            _check_header(image, path, limits)
+            image.load()
+            return image
+    except ImageError:
+        raise
+    except UnidentifiedImageError as error:
+        raise ImageError(KIND_NOT_AN_IMAGE, f"not an image: {path}") from error
+    except Image.DecompressionBombError as error:
+        raise ImageError(KIND_TOO_LARGE, f"{path}: {error}") from error
+    except PermissionError as error:
+        raise ImageError(KIND_UNREADABLE, f"cannot read {path}: {error}") from error
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        message = str(error)
+        if "truncated" in message or isinstance(error, EOFError):
+            raise ImageError(KIND_TRUNCATED, f"truncated: {path}: {message}") from error
+        raise ImageError(KIND_DECODE_ERROR, f"cannot decode {path}: {message}") from error
+
+
+def _check_header(image: Image.Image, path: str, limits: DecodeLimits) -> None:
+    if image.format not in limits.allowed_formats:
+        raise ImageError(
+            KIND_FORMAT_REFUSED,
+            f"{path} is {image.format}, not one of {', '.join(limits.allowed_formats)}",
+        )
+    width, height = image.size
+    if width * height > limits.max_pixels:
+        raise ImageError(
+            KIND_TOO_LARGE,
+            f"{path} is {width}x{height} pixels, over the limit of {limits.max_pixels}",
+        )
+
+
+def image_to_array(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
+    """The model's input for one decoded image: float32, (height, width, channels)."""
+    image = ImageOps.exif_transpose(image) or image
+    image = _to_8bit_mode(image, spec)
+    if spec.channels == 1:
+        image = image.convert("L")
+    elif spec.channels == 3:
+        image = image.convert("RGB")
+    else:
+        raise ImageError(KIND_UNSUPPORTED_MODE, f"models with {spec.channels} channels")
+    if image.size != (spec.width, spec.height):
+        image = image.resize((spec.width, spec.height), _resample(spec.resample))
+
+    array = np.asarray(image, dtype=np.float32) / 255.0
+    if spec.channels == 1:
+        # add the channel axis
+        array = array[:, :, np.newaxis]
+    return array
+
+
+def preprocess_file(
+    path: str, spec: PreprocessSpec, limits: DecodeLimits | None = None
+) -> np.ndarray:
+    """Decode ``path`` and turn it into the model's input."""
+    image = open_image(path, limits or DecodeLimits())
+    try:
+        return image_to_array(image, spec)
+    finally:
+        image.close()
+
+
+def _to_8bit_mode(image: Image.Image, spec: PreprocessSpec) -> Image.Image:
+    """An 'L', 'RGB' or 'RGBA'-free image with every mode's range kept."""
+    mode = image.mode
+    if mode in SIXTEEN_BIT_MODES:
+        values = np.asarray(image, dtype=np.float64)
+        return Image.fromarray(np.round(values * (255.0 / 65535.0)).astype(np.uint8))
+    if mode == "F":
+        raise ImageError(KIND_UNSUPPORTED_MODE, "floating-point images are not supported")
+    if mode in ("P", "PA"):
+        image = image.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "La", "RGBa"):
+        fill = (spec.background,) * 3 + (255,)
+        backdrop = Image.new("RGBA", image.size, fill)
+        return Image.alpha_composite(backdrop, image.convert("RGBA")).convert("RGB")
+    if mode in ("L", "RGB"):
+        return image
+    if mode == "1":
+        return image.convert("L")
+    # CMYK, YCbCr, LAB, HSV: Pillow's own conversions to RGB.
+    return image.convert("RGB")
+
+
+def _resample(name: str) -> Image.Resampling:
+    try:
+        return Image.Resampling[name.upper()]
+    except KeyError as error:
+        raise ValueError(f"unknown resampling filter {name!r}") from error
