@@ -69,11 +69,34 @@ def save_and_register(
     name = f"{architecture}-{safe_dataset}-{stamp}"
     path = (model_dir / f"{name}.keras").resolve()
     model.save(path)
+    return register_file(
+        session,
+        path,
+        name=name,
+        architecture=architecture,
+        class_names=class_names,
+        spec=spec,
+        metrics=metrics,
+        data_fingerprint=data_fingerprint,
+    )
 
+
+def register_file(
+    session: Session,
+    path: Path,
+    *,
+    name: str,
+    architecture: str,
+    class_names: list[str],
+    spec: PreprocessSpec,
+    metrics: dict[str, Any],
+    data_fingerprint: str,
+) -> ModelVersion:
+    """Register a saved ``.keras`` file as a new version; writes its metadata."""
     version = ModelVersion(
         name=name,
         architecture=architecture,
-        path=str(path),
+        path=str(Path(path).resolve()),
         content_hash=file_sha256(path),
         class_names=list(class_names),
         input_shape=list(spec.input_shape),
@@ -84,7 +107,9 @@ def save_and_register(
     )
     session.add(version)
     session.flush()
-    path.with_suffix(".json").write_text(json.dumps(metadata_of(version), indent=2))
+    Path(path).with_suffix(".json").write_text(
+        json.dumps(metadata_of(version), indent=2)
+    )
     log.info("registered model version %d %r at %s", version.id, name, path)
     return version
 

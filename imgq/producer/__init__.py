@@ -1,0 +1,1 @@
+"""Submitting images: paths in, jobs recorded, chunks of image ids queued."""

@@ -1,0 +1,1 @@
+"""Review reports (grids, plots, an HTML page) and result queries."""

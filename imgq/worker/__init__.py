@@ -1,0 +1,1 @@
+"""The Celery worker: batched, GPU-ready inference with idempotent writes."""
