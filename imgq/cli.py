@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 COMMAND_MODULES = (
     "imgq.db.cli",
     "imgq.models.cli",
+    "imgq.producer.cli",
+    "imgq.worker.cli",
 )
 
 

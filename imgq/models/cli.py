@@ -233,4 +233,38 @@ def promote_command(reference: str, alias: str) -> None:
         click.echo(f"model version {version.id} ({version.name}) is now {alias!r}")
 
 
-commands = [train_command, evaluate_command, models_group]
+@click.command("export-digits")
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("--copies", type=int, default=1, show_default=True,
+              help="Write the 1,797 digits this many times (shifted by a pixel "
+              "each time, so every copy is a distinct image).")
+def export_digits_command(folder: str, copies: int) -> None:
+    """Write scikit-learn's digits as 28x28 PNG files in class subfolders.
+
+    Also writes FOLDER/manifest.csv (path,label). The files hold the pixels the
+    digits model trains on, so they make an offline test set for the pipeline.
+    """
+    import csv
+
+    import numpy as np
+    from PIL import Image
+
+    from imgq.models.datasets import digit_images
+
+    root = Path(folder)
+    images = list(digit_images())
+    with open(root.mkdir(parents=True, exist_ok=True) or root / "manifest.csv",
+              "w", newline="") as manifest_file:
+        manifest = csv.writer(manifest_file)
+        manifest.writerow(["path", "label"])
+        for copy in range(copies):
+            for number, (image, label) in enumerate(images):
+                pixels = np.roll(np.asarray(image), copy % 3 - 1, axis=copy // 3 % 2)
+                path = root / str(label) / f"digit-{copy:03d}-{number:04d}.png"
+                path.parent.mkdir(exist_ok=True)
+                Image.fromarray(pixels).save(path)
+                manifest.writerow([str(path.relative_to(root)), label])
+    click.echo(f"wrote {copies * len(images)} images and manifest.csv to {root}")
+
+
+commands = [train_command, evaluate_command, models_group, export_digits_command]

@@ -1,0 +1,53 @@
+"""Bulk, idempotent writes that work the same on SQLite and PostgreSQL.
+
+Both dialects support ``INSERT ... ON CONFLICT``; only the construct that
+builds it differs, so every bulk write goes through these helpers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Table
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+
+def _insert(session: Session, table: Table) -> Any:
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise NotImplementedError(f"imgq supports SQLite and PostgreSQL, not {dialect}")
+
+
+def insert_ignoring_duplicates(
+    session: Session, table: Table, rows: Sequence[dict[str, Any]]
+) -> None:
+    """Insert ``rows``; a row that violates a unique key is silently skipped."""
+    if rows:
+        session.execute(_insert(session, table).on_conflict_do_nothing(), rows)
+
+
+def upsert(
+    session: Session,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    *,
+    key: Sequence[str],
+    update: dict[str, Any],
+) -> None:
+    """Insert ``rows``; on a conflict of ``key`` apply ``update`` to the old row.
+
+    ``update`` maps columns to expressions built from ``excluded`` columns, as
+    returned by :func:`excluded`. A key must appear once in ``rows``.
+    """
+    if not rows:
+        return
+    statement = _insert(session, table)
+    values = {name: build(statement.excluded) for name, build in update.items()}
+    session.execute(
+        statement.on_conflict_do_update(index_elements=list(key), set_=values), rows
+    )
