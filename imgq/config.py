@@ -9,6 +9,7 @@ separated by commas or the path separator, booleans read ``1/true/yes/on``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,13 +20,34 @@ from typing import Any
 from imgq.errors import ConfigError
 
 ENV_PREFIX = "IMGQ_"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+FORMAT_ALIASES = {"JPG": "JPEG", "TIF": "TIFF"}
 
 
-def _setting(default: Any, help: str) -> Any:
-    """A dataclass field that carries its description for ``imgq config``."""
+def _setting(
+    default: Any,
+    help: str,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    choices: tuple[str, ...] = (),
+    required: bool = False,
+) -> Any:
+    """A dataclass field that carries its description for ``imgq config``.
+
+    ``minimum`` and ``maximum`` bound a number, ``choices`` lists the values a
+    string may take, and ``required`` refuses an empty string or list.
+    """
+    metadata = {
+        "help": help,
+        "minimum": minimum,
+        "maximum": maximum,
+        "choices": choices,
+        "required": required,
+    }
     if isinstance(default, list | tuple):
-        return field(default_factory=lambda: tuple(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+        return field(default_factory=lambda: tuple(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass(frozen=True)
@@ -41,12 +63,15 @@ class Settings:
     broker_url: str = _setting(
         "redis://127.0.0.1:6379/0",
         "Celery broker; 'filesystem://' selects the embedded queue in data_dir.",
+        required=True,
     )
     redis_password: str = _setting(
         "", "Password added to a redis:// broker URL that carries none."
     )
     model: str = _setting(
-        "production", "Model version (number) or alias the producer submits to."
+        "production",
+        "Model version (number) or alias the producer submits to.",
+        required=True,
     )
     model_dir: Path = _setting(
         Path(""), "Folder of saved models; empty means <data_dir>/models."
@@ -55,31 +80,44 @@ class Settings:
         Path(""), "Folder for rendered reports; empty means <data_dir>/reports."
     )
     batch_size: int = _setting(
-        512, "Images per forward pass; the compiled shape, the last batch is padded."
+        512,
+        "Images per forward pass; the compiled shape, the last batch is padded.",
+        minimum=1,
     )
     chunk_size: int = _setting(
-        2048, "Image ids per queue message; a worker works a chunk in batches."
+        2048,
+        "Image ids per queue message; a worker works a chunk in batches.",
+        minimum=1,
     )
     decode_threads: int = _setting(
-        4, "Threads decoding images while the model runs the previous batch."
+        4, "Threads decoding images while the model runs the previous batch.", minimum=1
     )
-    fresh_queue: str = _setting("imgq.fresh", "Queue for freshly submitted jobs.")
+    fresh_queue: str = _setting(
+        "imgq.fresh", "Queue for freshly submitted jobs.", required=True
+    )
     background_queue: str = _setting(
-        "imgq.background", "Queue for re-inference; served after the fresh queue."
+        "imgq.background",
+        "Queue for re-inference; served after the fresh queue.",
+        required=True,
     )
     visibility_timeout: int = _setting(
         3600,
         "Seconds before Redis re-delivers an unacknowledged message; keep it "
         "above the longest batch.",
+        minimum=1,
     )
     max_attempts: int = _setting(
-        5, "Deliveries of one chunk before its images are recorded as failed."
+        5,
+        "Deliveries of one chunk before its images are recorded as failed.",
+        minimum=1,
     )
     retry_backoff: float = _setting(
-        2.0, "First delay in seconds before a chunk retries a database error."
+        2.0,
+        "First delay in seconds before a chunk retries a database error.",
+        minimum=0,
     )
     retry_backoff_max: float = _setting(
-        60.0, "Longest delay in seconds between retries of a chunk."
+        60.0, "Longest delay in seconds between retries of a chunk.", minimum=0
     )
     allowed_roots: tuple[str, ...] = _setting(
         [], "Folders images may come from; empty allows the current folder only."
@@ -87,45 +125,80 @@ class Settings:
     allowed_formats: tuple[str, ...] = _setting(
         ["PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP"],
         "Image formats the worker decodes; others are refused before decoding.",
+        required=True,
     )
     max_image_pixels: int = _setting(
-        50_000_000, "Images with more pixels are failures (decompression bombs)."
+        50_000_000,
+        "Images with more pixels are failures (decompression bombs).",
+        minimum=1,
     )
     max_image_bytes: int = _setting(
-        200_000_000, "Files larger than this are failures without being read."
+        200_000_000,
+        "Files larger than this are failures without being read.",
+        minimum=1,
     )
     low_confidence: float = _setting(
-        0.6, "Predictions below this confidence count as low-confidence."
+        0.6,
+        "Predictions below this confidence count as low-confidence.",
+        minimum=0,
+        maximum=1,
     )
     reinfer_schedule: str = _setting(
-        "0 2 * * *", "Crontab (min hour day month weekday) of scheduled re-inference."
+        "0 2 * * *",
+        "Crontab (min hour day month weekday) of scheduled re-inference.",
+        required=True,
     )
     reconcile_interval: int = _setting(
-        600, "Seconds between reconciler runs that re-queue images left unfinished."
+        600,
+        "Seconds between reconciler runs that re-queue images left unfinished.",
+        minimum=1,
     )
     reconcile_grace: int = _setting(
-        3600, "Seconds an image may stay without result before it is re-queued."
+        3600,
+        "Seconds an image may stay without result before it is re-queued.",
+        minimum=0,
     )
     watch_interval: float = _setting(
-        1.0, "Seconds between scans of a watched folder."
+        1.0, "Seconds between scans of a watched folder.", minimum=0.01
     )
     watch_settle: float = _setting(
-        2.0, "Seconds a file's size must stay unchanged before it is ingested."
+        2.0,
+        "Seconds a file's size must stay unchanged before it is ingested.",
+        minimum=0,
     )
     watch_batch_wait: float = _setting(
-        5.0, "Longest wait in seconds before a partial watch batch is submitted."
+        5.0,
+        "Longest wait in seconds before a partial watch batch is submitted.",
+        minimum=0,
     )
-    mixed_precision: bool = _setting(
-        False, "Run the model in mixed float16 on a GPU."
+    mixed_precision: bool = _setting(False, "Run the model in mixed float16 on a GPU.")
+    gpu: int = _setting(
+        -1, "GPU index a worker uses; -1 lets TensorFlow choose.", minimum=-1
     )
-    gpu: int = _setting(-1, "GPU index a worker uses; -1 lets TensorFlow choose.")
     slow_model_seconds: float = _setting(
-        0.0, "Extra sleep per batch, for tests that hold a batch in flight."
+        0.0, "Extra sleep per batch, for tests that hold a batch in flight.", minimum=0
     )
     metrics_port: int = _setting(
-        0, "Port of a worker's Prometheus endpoint; 0 turns it off."
+        0,
+        "Port of a worker's Prometheus endpoint; 0 turns it off.",
+        minimum=0,
+        maximum=65535,
     )
-    log_level: str = _setting("INFO", "Logging level for all imgq processes.")
+    log_level: str = _setting(
+        "INFO", "Logging level for all imgq processes.", choices=LOG_LEVELS
+    )
+
+    def __post_init__(self) -> None:
+        # Spellings people use for formats and levels, in Pillow's and
+        # logging's own names.
+        formats = tuple(
+            FORMAT_ALIASES.get(name.upper(), name.upper())
+            for name in self.allowed_formats
+        )
+        object.__setattr__(self, "allowed_formats", formats)
+        object.__setattr__(self, "log_level", self.log_level.upper())
+        for setting in dataclasses.fields(self):
+            _check(setting, getattr(self, setting.name))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -150,14 +223,18 @@ class Settings:
 
     @property
     def resolved_model_dir(self) -> Path:
-        return self.model_dir if str(self.model_dir) not in ("", ".") else (
-            self.data_dir / "models"
+        return (
+            self.model_dir
+            if str(self.model_dir) not in ("", ".")
+            else (self.data_dir / "models")
         )
 
     @property
     def resolved_report_dir(self) -> Path:
-        return self.report_dir if str(self.report_dir) not in ("", ".") else (
-            self.data_dir / "reports"
+        return (
+            self.report_dir
+            if str(self.report_dir) not in ("", ".")
+            else (self.data_dir / "reports")
         )
 
     @property
@@ -180,7 +257,11 @@ class Settings:
             if isinstance(value, tuple):
                 value = ",".join(value)
             rows.append(
-                (ENV_PREFIX + setting.name.upper(), str(value), setting.metadata["help"])
+                (
+                    ENV_PREFIX + setting.name.upper(),
+                    str(value),
+                    setting.metadata["help"],
+                )
             )
         return rows
 
@@ -207,6 +288,28 @@ def _parse(setting: dataclasses.Field[Any], raw: str) -> Any:
         return raw
     except ValueError as error:
         raise ConfigError(f"{name}={raw!r} is not a valid {kind}") from error
+
+
+def _check(setting: dataclasses.Field[Any], value: Any) -> None:
+    """Raise ConfigError unless ``value`` is within the setting's bounds."""
+    name = ENV_PREFIX + setting.name.upper()
+    rules = setting.metadata
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{name}={value!r} is not a finite number")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if rules["minimum"] is not None and value < rules["minimum"]:
+            raise ConfigError(
+                f"{name}={value!r} is below its minimum {rules['minimum']}"
+            )
+        if rules["maximum"] is not None and value > rules["maximum"]:
+            raise ConfigError(
+                f"{name}={value!r} is above its maximum {rules['maximum']}"
+            )
+    if rules["required"] and not value:
+        raise ConfigError(f"{name} must not be empty")
+    if rules["choices"] and value not in rules["choices"]:
+        choices = ", ".join(rules["choices"])
+        raise ConfigError(f"{name}={value!r} is not one of {choices}")
 
 
 @cache
