@@ -9,31 +9,32 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from imgq.db.schema import Base
 
-def _insert(session: Session, table: Table) -> Any:
+
+def _insert(session: Session, model: type[Base]) -> Any:
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
-        return postgresql.insert(table)
+        return postgresql.insert(model)
     if dialect == "sqlite":
-        return sqlite.insert(table)
+        return sqlite.insert(model)
     raise NotImplementedError(f"imgq supports SQLite and PostgreSQL, not {dialect}")
 
 
 def insert_ignoring_duplicates(
-    session: Session, table: Table, rows: Sequence[dict[str, Any]]
+    session: Session, model: type[Base], rows: Sequence[dict[str, Any]]
 ) -> None:
     """Insert ``rows``; a row that violates a unique key is silently skipped."""
     if rows:
-        session.execute(_insert(session, table).on_conflict_do_nothing(), rows)
+        session.execute(_insert(session, model).on_conflict_do_nothing(), rows)
 
 
 def upsert(
     session: Session,
-    table: Table,
+    model: type[Base],
     rows: Sequence[dict[str, Any]],
     *,
     key: Sequence[str],
@@ -46,7 +47,7 @@ def upsert(
     """
     if not rows:
         return
-    statement = _insert(session, table)
+    statement = _insert(session, model)
     values = {name: build(statement.excluded) for name, build in update.items()}
     session.execute(
         statement.on_conflict_do_update(index_elements=list(key), set_=values), rows

@@ -59,9 +59,7 @@ def job_progress(session: Session, job_id: int) -> tuple[int, int]:
         func.sum(Batch.image_count).filter(Batch.state != BATCH_QUEUED), 0
     )
     total = func.coalesce(func.sum(Batch.image_count), 0)
-    row = session.execute(
-        select(finished, total).where(Batch.job_id == job_id)
-    ).one()
+    row = session.execute(select(finished, total).where(Batch.job_id == job_id)).one()
     return int(row[0]), int(row[1])
 
 

@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from imgq.config import get_settings
 from imgq.db.jobs import JobCounts
+from imgq.producer.paths import Candidate
 
 SOURCES_HELP = (
     "SOURCES are folders (searched recursively for image files), globs "
@@ -19,12 +20,16 @@ SOURCES_HELP = (
 )
 
 
-def _candidates(sources: tuple[str, ...], labels_from_dirs: bool) -> Iterator:  # type: ignore[type-arg]
+def _candidates(
+    sources: tuple[str, ...], labels_from_dirs: bool
+) -> Iterator[Candidate]:
     from imgq.producer.paths import iter_candidates
 
     settings = get_settings()
     return iter_candidates(
-        sources, roots=settings.resolved_allowed_roots, labels_from_dirs=labels_from_dirs
+        sources,
+        roots=settings.resolved_allowed_roots,
+        labels_from_dirs=labels_from_dirs,
     )
 
 
@@ -36,11 +41,14 @@ def _print_counts(counts: JobCounts) -> None:
 
 
 labels_option = click.option(
-    "--labels-from-dirs", is_flag=True,
+    "--labels-from-dirs",
+    is_flag=True,
     help="Use each file's folder name as its true label (class subfolders).",
 )
 model_option = click.option(
-    "--model", "model_reference", default=None,
+    "--model",
+    "model_reference",
+    default=None,
     help="Model version or alias (default: the IMGQ_MODEL setting, 'production').",
 )
 
@@ -49,8 +57,11 @@ model_option = click.option(
 @click.argument("sources", nargs=-1, required=True)
 @labels_option
 @model_option
-@click.option("--background", is_flag=True,
-              help="Queue on the background queue, behind fresh jobs.")
+@click.option(
+    "--background",
+    is_flag=True,
+    help="Queue on the background queue, behind fresh jobs.",
+)
 @click.option("--wait", is_flag=True, help="Show progress until the job is done.")
 def submit_command(
     sources: tuple[str, ...],
@@ -70,8 +81,12 @@ def submit_command(
     settings = get_settings()
     require_current()
     queue = settings.background_queue if background else settings.fresh_queue
-    with tqdm(desc="submitting", unit=" paths", file=sys.stderr,
-              disable=not sys.stderr.isatty()) as bar:
+    with tqdm(
+        desc="submitting",
+        unit=" paths",
+        file=sys.stderr,
+        disable=not sys.stderr.isatty(),
+    ) as bar:
         result = submit(
             _candidates(sources, labels_from_dirs),
             source=" ".join(sources),
@@ -125,10 +140,15 @@ def status_command(job_id: int, wait: bool) -> None:
 @click.argument("folder", type=click.Path(exists=True, file_okay=False))
 @labels_option
 @model_option
-@click.option("--skip-existing", is_flag=True,
-              help="Ignore the files already in the folder at start.")
+@click.option(
+    "--skip-existing",
+    is_flag=True,
+    help="Ignore the files already in the folder at start.",
+)
 def watch_command(
-    folder: str, labels_from_dirs: bool, model_reference: str | None,
+    folder: str,
+    labels_from_dirs: bool,
+    model_reference: str | None,
     skip_existing: bool,
 ) -> None:
     """Keep submitting the image files that appear in FOLDER until stopped.
@@ -138,7 +158,6 @@ def watch_command(
     or per IMGQ_WATCH_BATCH_WAIT seconds, whichever comes first.
     """
     from imgq.db.migrate import require_current
-    from imgq.producer.paths import Candidate
     from imgq.producer.submit import submit
     from imgq.producer.watch import FolderWatcher
 
@@ -148,7 +167,9 @@ def watch_command(
         labels_from_dirs = False
 
     def send(batch: list[Candidate]) -> None:
-        result = submit(batch, source=f"watch {folder}", model_reference=model_reference)
+        result = submit(
+            batch, source=f"watch {folder}", model_reference=model_reference
+        )
         click.echo(f"job {result.job_id}: {result.queued} queued", err=True)
 
     watcher = FolderWatcher(Path(folder), settings, send, labels_from_dirs)
@@ -203,29 +224,38 @@ def _print_label_summary(job_id: int) -> None:
     from sqlalchemy import func, select
 
     from imgq.db.engine import session_scope
-    from imgq.db.schema import Failure, Image, JobImage, Job, Prediction
+    from imgq.db.schema import Failure, Image, Job, JobImage, Prediction
 
     with session_scope() as session:
         job = session.get(Job, job_id)
         assert job is not None
         rows = session.execute(
-            select(Prediction.label, func.count(),
-                   func.count().filter(Image.true_label == Prediction.label),
-                   func.count(Image.true_label))
+            select(
+                Prediction.label,
+                func.count(),
+                func.count().filter(Image.true_label == Prediction.label),
+                func.count(Image.true_label),
+            )
             .join(JobImage, JobImage.image_id == Prediction.image_id)
             .join(Image, Image.id == Prediction.image_id)
-            .where(JobImage.job_id == job_id,
-                   Prediction.model_version_id == job.model_version_id)
-            .group_by(Prediction.label).order_by(Prediction.label)
+            .where(
+                JobImage.job_id == job_id,
+                Prediction.model_version_id == job.model_version_id,
+            )
+            .group_by(Prediction.label)
+            .order_by(Prediction.label)
         ).all()
         failures = session.execute(
-            select(Failure.kind, func.count()).where(Failure.job_id == job_id)
+            select(Failure.kind, func.count())
+            .where(Failure.job_id == job_id)
             .group_by(Failure.kind)
         ).all()
     labelled = sum(row[3] for row in rows)
     if labelled:
         right = sum(row[2] for row in rows)
-        click.echo(f"accuracy on the {labelled} labelled images: {right / labelled:.4f}")
+        click.echo(
+            f"accuracy on the {labelled} labelled images: {right / labelled:.4f}"
+        )
     click.echo("predicted labels: " + ", ".join(f"{row[0]}: {row[1]}" for row in rows))
     for kind, count in failures:
         click.echo(f"failed ({kind}): {count}")

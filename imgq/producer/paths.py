@@ -24,7 +24,14 @@ from pathlib import Path
 from imgq.errors import InputError, PathRefusedError
 
 FOLDER_SUFFIXES = {
-    ".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp",
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".bmp",
+    ".gif",
+    ".tif",
+    ".tiff",
+    ".webp",
 }
 MANIFEST_SUFFIXES = {".csv"}
 GLOB_CHARACTERS = set("*?[")
@@ -123,7 +130,7 @@ def _from_manifest(manifest: str, roots: tuple[Path, ...]) -> Iterator[Candidate
     """Rows of ``path[,label]``; a first row naming the columns is optional."""
     base = Path(manifest).resolve().parent
     with open(manifest, newline="", encoding="utf-8") as file:
-        rows = csv.reader(file)
+        rows: Iterator[list[str]] = csv.reader(file)
         first = next(rows, None)
         if first is None:
             return

@@ -109,8 +109,11 @@ def submit(
             if on_progress:
                 on_progress(len(chunk))
 
-    close_submission(result.job_id, total=result.images + result.refused
-                     + result.unreadable, queued=result.queued)
+    close_submission(
+        result.job_id,
+        total=result.images + result.refused + result.unreadable,
+        queued=result.queued,
+    )
     log.info(
         "job=%d: %d paths, %d images, %d queued, %d already done, %d refused, "
         "%d unreadable",
@@ -145,8 +148,9 @@ def _chunks(items: Iterable[Candidate], size: int) -> Iterator[list[Candidate]]:
 
 def _hash_file(candidate: Candidate) -> _Hashed:
     if candidate.refused:
-        return _Hashed(candidate, failure_kind=KIND_REFUSED,
-                       failure_message=candidate.refused)
+        return _Hashed(
+            candidate, failure_kind=KIND_REFUSED, failure_message=candidate.refused
+        )
     digest = hashlib.sha256()
     try:
         with open(candidate.path, "rb") as file:
@@ -154,11 +158,17 @@ def _hash_file(candidate: Candidate) -> _Hashed:
             for block in iter(lambda: file.read(1 << 20), b""):
                 digest.update(block)
     except FileNotFoundError:
-        return _Hashed(candidate, failure_kind=KIND_MISSING,
-                       failure_message=f"no such file: {candidate.path}")
+        return _Hashed(
+            candidate,
+            failure_kind=KIND_MISSING,
+            failure_message=f"no such file: {candidate.path}",
+        )
     except OSError as error:
-        return _Hashed(candidate, failure_kind=KIND_UNREADABLE,
-                       failure_message=f"cannot read {candidate.path}: {error}")
+        return _Hashed(
+            candidate,
+            failure_kind=KIND_UNREADABLE,
+            failure_message=f"cannot read {candidate.path}: {error}",
+        )
     return _Hashed(candidate, content_hash=digest.hexdigest(), size=size)
 
 
@@ -185,13 +195,17 @@ def _register_chunk(
         image_ids = _upsert_images(session, list(readable.values()))
         bulk.insert_ignoring_duplicates(
             session,
-            JobImage.__table__,
+            JobImage,
             [{"job_id": result.job_id, "image_id": image_id} for image_id in image_ids],
         )
-        bulk.insert_ignoring_duplicates(session, Failure.__table__, failures)
+        bulk.insert_ignoring_duplicates(session, Failure, failures)
         todo = _without_prediction(session, image_ids, result.model_version_id)
-        batch_ids = enqueue_rows(session, job_id=result.job_id, image_ids=todo,
-                                 chunk_size=settings.chunk_size)
+        batch_ids = enqueue_rows(
+            session,
+            job_id=result.job_id,
+            image_ids=todo,
+            chunk_size=settings.chunk_size,
+        )
     result.images += len(image_ids)
     result.queued += len(todo)
     result.already_done += len(image_ids) - len(todo)
@@ -222,7 +236,6 @@ def _upsert_images(session: Session, items: list[_Hashed]) -> list[int]:
     """Image ids for ``items``, creating the images that are new."""
     if not items:
         return []
-    table = Image.__table__
     rows = [
         {
             "content_hash": item.content_hash,
@@ -234,22 +247,24 @@ def _upsert_images(session: Session, items: list[_Hashed]) -> list[int]:
     ]
     bulk.upsert(
         session,
-        table,
+        Image,
         rows,
         key=["content_hash"],
         update={
             # the newest path is the one most likely to still exist
             "path": lambda excluded: excluded.path,
             "true_label": lambda excluded: _coalesce(
-                excluded.true_label, table.c.true_label
+                excluded.true_label, Image.true_label
             ),
         },
     )
-    hashes = [item.content_hash for item in items]
+    hashes = [item.content_hash for item in items if item.content_hash]
     found = dict(
         session.execute(
             select(Image.content_hash, Image.id).where(Image.content_hash.in_(hashes))
-        ).tuples().all()
+        )
+        .tuples()
+        .all()
     )
     return [found[content_hash] for content_hash in hashes]
 
@@ -320,4 +335,3 @@ def send_batches(
             f"job={job_id}: cannot queue batches on {app.conf.broker_url}: {error}; "
             "the job's images stay registered and 'imgq reconcile' re-queues them"
         ) from error
-

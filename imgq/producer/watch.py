@@ -66,7 +66,8 @@ class FolderWatcher:
                 continue
             seen = self._seen.get(path)
             if seen is None or (seen.size, seen.mtime_ns) != (
-                status.st_size, status.st_mtime_ns
+                status.st_size,
+                status.st_mtime_ns,
             ):
                 self._seen[path] = _Seen(status.st_size, status.st_mtime_ns, now)
             elif now - seen.stable_since >= self.settings.watch_settle:
@@ -90,7 +91,9 @@ class FolderWatcher:
     def _scan(self) -> list[str]:
         found = []
         for directory, subdirectories, files in os.walk(self.folder):
-            subdirectories[:] = sorted(d for d in subdirectories if not d.startswith("."))
+            subdirectories[:] = sorted(
+                d for d in subdirectories if not d.startswith(".")
+            )
             for name in sorted(files):
                 suffix = Path(name).suffix.lower()
                 if name.startswith(".") or suffix in STAGING_SUFFIXES:

@@ -13,19 +13,37 @@ from imgq.db.migrate import require_current
 
 
 @click.command("worker")
-@click.option("--gpu", type=int, default=None,
-              help="Index of the GPU this worker uses (sets CUDA_VISIBLE_DEVICES); "
-              "run one worker per GPU. Default: the IMGQ_GPU setting.")
-@click.option("--queues", default=None,
-              help="Comma-separated queues, polled in this order "
-              "(default: the fresh queue, then the background queue).")
-@click.option("--concurrency", type=int, default=1, show_default=True,
-              help="Pool processes; keep 1 per GPU, the model fills it.")
-@click.option("--pool", type=click.Choice(["prefork", "solo", "threads"]),
-              default="prefork", show_default=True,
-              help="prefork runs batches in a child process: a crash there loses "
-              "no message and the worker lives on.")
-@click.option("--name", default=None, help="Worker node name (default: imgq-gpuN@host).")
+@click.option(
+    "--gpu",
+    type=int,
+    default=None,
+    help="Index of the GPU this worker uses (sets CUDA_VISIBLE_DEVICES); "
+    "run one worker per GPU. Default: the IMGQ_GPU setting.",
+)
+@click.option(
+    "--queues",
+    default=None,
+    help="Comma-separated queues, polled in this order "
+    "(default: the fresh queue, then the background queue).",
+)
+@click.option(
+    "--concurrency",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Pool processes; keep 1 per GPU, the model fills it.",
+)
+@click.option(
+    "--pool",
+    type=click.Choice(["prefork", "solo", "threads"]),
+    default="prefork",
+    show_default=True,
+    help="prefork runs batches in a child process: a crash there loses "
+    "no message and the worker lives on.",
+)
+@click.option(
+    "--name", default=None, help="Worker node name (default: imgq-gpuN@host)."
+)
 def worker_command(
     gpu: int | None, queues: str | None, concurrency: int, pool: str, name: str | None
 ) -> None:
@@ -51,15 +69,22 @@ def worker_command(
     click.echo(f"worker: model version {version.id} ({version.name}) checked", err=True)
 
     queue_list = queues or f"{settings.fresh_queue},{settings.background_queue}"
-    node = name or f"imgq-{'gpu' + str(gpu) if gpu >= 0 else 'cpu'}@{socket.gethostname()}"
+    node = (
+        name or f"imgq-{'gpu' + str(gpu) if gpu >= 0 else 'cpu'}@{socket.gethostname()}"
+    )
     get_app().worker_main(
         [
             "worker",
-            "--queues", queue_list,
-            "--concurrency", str(concurrency),
-            "--pool", pool,
-            "--hostname", node,
-            "--loglevel", settings.log_level,
+            "--queues",
+            queue_list,
+            "--concurrency",
+            str(concurrency),
+            "--pool",
+            pool,
+            "--hostname",
+            node,
+            "--loglevel",
+            settings.log_level,
             "--without-gossip",
             "--without-mingle",
         ]

@@ -35,7 +35,9 @@ class BatchResult:
     predict_ms: float
 
 
-def configure_devices(*, memory_growth: bool = True, mixed_precision: bool = False) -> list[str]:
+def configure_devices(
+    *, memory_growth: bool = True, mixed_precision: bool = False
+) -> list[str]:
     """Turn on memory growth for every GPU TensorFlow sees; returns their names.
 
     Growth lets several processes share a GPU and keeps TensorFlow from
@@ -95,7 +97,7 @@ class BatchClassifier:
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Probabilities for a full batch of model inputs."""
-        return self._forward(images).numpy()  # type: ignore[no-any-return]
+        return np.asarray(self._forward(images))
 
     def classify(self, items: Sequence[tuple[int, str]]) -> Iterator[BatchResult]:
         """Classify ``(image_id, path)`` pairs, one BatchResult per forward batch."""
@@ -149,8 +151,10 @@ class BatchClassifier:
         decode_ms = sum(seconds for _, seconds in decoded) * 1000
 
         started = time.perf_counter()
-        probabilities = self.predict(inputs)[: len(good_ids)] if good_ids else (
-            np.zeros((0, len(self.loaded.class_names)), dtype=np.float32)
+        probabilities = (
+            self.predict(inputs)[: len(good_ids)]
+            if good_ids
+            else (np.zeros((0, len(self.loaded.class_names)), dtype=np.float32))
         )
         if self.slow_seconds:
             # lets tests hold a batch in flight at a known point

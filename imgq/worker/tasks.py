@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -84,13 +85,15 @@ def _retry_database(self: Task, job_id: int, batch_id: int, error: Exception) ->
         retries + 1,
         delay,
     )
-    return self.retry(countdown=delay, exc=error)  # type: ignore[no-any-return]
+    return self.retry(countdown=delay, exc=error)
 
 
 def _start_attempt(batch_id: int) -> int:
     with session_scope() as session:
         session.execute(
-            update(Batch).where(Batch.id == batch_id).values(attempts=Batch.attempts + 1)
+            update(Batch)
+            .where(Batch.id == batch_id)
+            .values(attempts=Batch.attempts + 1)
         )
         attempts = session.scalar(select(Batch.attempts).where(Batch.id == batch_id))
     return int(attempts or 1)
@@ -114,24 +117,25 @@ def _classify(
     classifier = runtime.classifier_for(model_version_id)
     items = _items_without_prediction(model_version_id, image_ids)
     predicted = failed = 0
-    for result in classifier.classify(items):
-        started = time.perf_counter()
-        _write(result, job_id=job_id, batch_id=batch_id,
-               model_version_id=model_version_id, class_names=classifier.class_names)
-        write_ms = (time.perf_counter() - started) * 1000
-        predicted += len(result.image_ids)
-        failed += len(result.failures)
-        log.info(
-            "job=%d batch=%d: %d images, %d failed, decode %.1f ms, predict %.1f ms, "
-            "write %.1f ms",
-            job_id,
-            batch_id,
-            len(result.image_ids) + len(result.failures),
-            len(result.failures),
-            result.decode_ms,
-            result.predict_ms,
-            write_ms,
-        )
+    # One write in flight while the model runs the next batch; waiting for it
+    # before the next submit keeps memory bounded and surfaces its errors.
+    with ThreadPoolExecutor(1, thread_name_prefix="write") as writer:
+        in_flight: Future[None] | None = None
+        for result in classifier.classify(items):
+            if in_flight is not None:
+                in_flight.result()
+            in_flight = writer.submit(
+                _write_and_log,
+                result,
+                job_id=job_id,
+                batch_id=batch_id,
+                model_version_id=model_version_id,
+                class_names=classifier.class_names,
+            )
+            predicted += len(result.image_ids)
+            failed += len(result.failures)
+        if in_flight is not None:
+            in_flight.result()
 
     with session_scope() as session:
         session.execute(
@@ -143,6 +147,36 @@ def _classify(
         finish_if_complete(session, job_id)
     skipped = len(image_ids) - len(items)
     return {"predicted": predicted, "failed": failed, "skipped": skipped}
+
+
+def _write_and_log(
+    result: BatchResult,
+    *,
+    job_id: int,
+    batch_id: int,
+    model_version_id: int,
+    class_names: list[str],
+) -> None:
+    started = time.perf_counter()
+    _write(
+        result,
+        job_id=job_id,
+        batch_id=batch_id,
+        model_version_id=model_version_id,
+        class_names=class_names,
+    )
+    write_ms = (time.perf_counter() - started) * 1000
+    log.info(
+        "job=%d batch=%d: %d images, %d failed, decode %.1f ms, predict %.1f ms, "
+        "write %.1f ms",
+        job_id,
+        batch_id,
+        len(result.image_ids) + len(result.failures),
+        len(result.failures),
+        result.decode_ms,
+        result.predict_ms,
+        write_ms,
+    )
 
 
 def _items_without_prediction(
@@ -159,9 +193,9 @@ def _items_without_prediction(
             )
         )
         paths = dict(
-            session.execute(
-                select(Image.id, Image.path).where(Image.id.in_(image_ids))
-            ).tuples().all()
+            session.execute(select(Image.id, Image.path).where(Image.id.in_(image_ids)))
+            .tuples()
+            .all()
         )
     return [
         (image_id, paths[image_id])
@@ -199,7 +233,10 @@ def _write(
             "created_at": now,
         }
         for image_id, label_index, confidence, probabilities in zip(
-            result.image_ids, label_indexes, confidences, result.probabilities,
+            result.image_ids,
+            label_indexes,
+            confidences,
+            result.probabilities,
             strict=True,
         )
     ]
@@ -217,8 +254,8 @@ def _write(
         for image_id, path, kind, message in result.failures
     ]
     with session_scope() as session:
-        bulk.insert_ignoring_duplicates(session, Prediction.__table__, predictions)
-        bulk.insert_ignoring_duplicates(session, Failure.__table__, failures)
+        bulk.insert_ignoring_duplicates(session, Prediction, predictions)
+        bulk.insert_ignoring_duplicates(session, Failure, failures)
 
 
 def _give_up(
@@ -233,7 +270,7 @@ def _give_up(
         message = f"gave up after {settings.max_attempts} attempts: {reason}"
         bulk.insert_ignoring_duplicates(
             session,
-            Failure.__table__,
+            Failure,
             [
                 {
                     "job_id": job_id,
