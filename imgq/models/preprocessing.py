@@ -5,16 +5,21 @@ Policies, each tested:
 
 - Only formats in the allow-list are decoded; the format is read from the
   file's header, never from its name, and checked before any pixel is decoded.
+  A missing file, an empty file or one that is not an image are failures of
+  their own kind.
 - Images over ``max_image_pixels`` are refused from their header, before the
   decoder allocates anything (decompression bombs).
 - The decode is forced in full, so a truncated file fails here and not later;
   Pillow's ``LOAD_TRUNCATED_IMAGES`` is never set.
 - EXIF orientation is applied: the model sees the photo the way a viewer
   shows it.
-- Transparent pixels are composited onto ``background`` (black by default,
-  the background of the digits).
+- Transparent pixels, from an alpha channel or from a transparent colour
+  (PNG's tRNS, a GIF's transparent index), are composited onto ``background``
+  (black by default, the background of the digits).
 - 16-bit greyscale is scaled to the 8-bit range (65535 becomes 255), not
-  clipped; palette images are expanded; CMYK is converted to RGB.
+  clipped; 32-bit integer images are read the same way and refused when a
+  value lies outside 0..65535. Palette images are expanded; CMYK is converted
+  to RGB; floating-point images are refused.
 - The image is converted to the model's channels (luma for grey), resized
   with bilinear filtering to the model's size, and scaled to [0, 1].
 """
@@ -22,6 +27,7 @@ Policies, each tested:
 from __future__ import annotations
 
 import os
+import stat
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -79,11 +85,15 @@ class DecodeLimits:
 def open_image(path: str, limits: DecodeLimits) -> Image.Image:
     """Open and fully decode ``path``, or raise ImageError with a failure kind."""
     try:
-        size = os.stat(path).st_size
+        status = os.stat(path)
     except FileNotFoundError as error:
         raise ImageError(KIND_MISSING, f"no such file: {path}") from error
     except OSError as error:
         raise ImageError(KIND_UNREADABLE, f"cannot stat {path}: {error}") from error
+    if not stat.S_ISREG(status.st_mode):
+        # a folder, or a pipe or device that would block or never end
+        raise ImageError(KIND_UNREADABLE, f"{path} is not a regular file")
+    size = status.st_size
     if size == 0:
         raise ImageError(KIND_NOT_AN_IMAGE, f"not an image: {path} is empty")
     if size > limits.max_bytes:
@@ -111,11 +121,14 @@ def open_image(path: str, limits: DecodeLimits) -> Image.Image:
         message = str(error)
         if "truncated" in message or isinstance(error, EOFError):
             raise ImageError(KIND_TRUNCATED, f"truncated: {path}: {message}") from error
-        raise ImageError(KIND_DECODE_ERROR, f"cannot decode {path}: {message}") from error
+        raise ImageError(
+            KIND_DECODE_ERROR, f"cannot decode {path}: {message}"
+        ) from error
 
 
 def _check_header(image: Image.Image, path: str, limits: DecodeLimits) -> None:
-    if image.format not in limits.allowed_formats:
+    allowed = {name.upper() for name in limits.allowed_formats}
+    if image.format not in allowed:
         raise ImageError(
             KIND_FORMAT_REFUSED,
             f"{path} is {image.format}, not one of {', '.join(limits.allowed_formats)}",
@@ -160,14 +173,16 @@ def preprocess_file(
 
 
 def _to_8bit_mode(image: Image.Image, spec: PreprocessSpec) -> Image.Image:
-    """An 'L', 'RGB' or 'RGBA'-free image with every mode's range kept."""
+    """An 8-bit image without transparency, with every mode's range kept."""
     mode = image.mode
     if mode in SIXTEEN_BIT_MODES:
-        values = np.asarray(image, dtype=np.float64)
-        return Image.fromarray(np.round(values * (255.0 / 65535.0)).astype(np.uint8))
+        return _scale_16bit(image)
     if mode == "F":
-        raise ImageError(KIND_UNSUPPORTED_MODE, "floating-point images are not supported")
-    if mode in ("P", "PA"):
+        raise ImageError(
+            KIND_UNSUPPORTED_MODE, "floating-point images are not supported"
+        )
+    if mode in ("P", "PA") or image.info.get("transparency") is not None:
+        # a palette or a transparent colour becomes an alpha channel
         image = image.convert("RGBA")
         mode = "RGBA"
     if mode in ("RGBA", "LA", "La", "RGBa"):
@@ -180,6 +195,18 @@ def _to_8bit_mode(image: Image.Image, spec: PreprocessSpec) -> Image.Image:
         return image.convert("L")
     # CMYK, YCbCr, LAB, HSV: Pillow's own conversions to RGB.
     return image.convert("RGB")
+
+
+def _scale_16bit(image: Image.Image) -> Image.Image:
+    """Greyscale 'L' from 16-bit (or 32-bit integer) pixels, 65535 -> 255."""
+    values = np.asarray(image, dtype=np.float64)
+    if values.size and (values.min() < 0 or values.max() > 65535):
+        raise ImageError(
+            KIND_UNSUPPORTED_MODE,
+            f"{image.mode} image with values from {values.min():.0f} to "
+            f"{values.max():.0f}, outside the 16-bit range 0..65535",
+        )
+    return Image.fromarray(np.round(values * (255.0 / 65535.0)).astype(np.uint8))
 
 
 def _resample(name: str) -> Image.Resampling:
