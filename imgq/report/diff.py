@@ -1,0 +1,187 @@
+"""Which answers changed between two model versions.
+
+Two predictions are compared when both versions answered for the same image
+(the pair ``image_id, model_version_id`` is unique, so the join finds at most
+one of each). The counts are one GROUP BY; the list of changed images is
+streamed in image order.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, Select, func, select
+
+from imgq.report.queries import IMAGES, PREDICTIONS, STREAM_CHUNK, in_job
+
+log = logging.getLogger(__name__)
+
+_A = PREDICTIONS.alias("a")
+_B = PREDICTIONS.alias("b")
+
+
+@dataclass(frozen=True)
+class DiffSummary:
+    """How the answers of version A compare with those of version B."""
+
+    model_a: int
+    model_b: int
+    job: int | None
+    in_a: int
+    in_b: int
+    transitions: dict[tuple[str, str], int]
+
+    @property
+    def compared(self) -> int:
+        """Images that both versions answered for."""
+        return sum(self.transitions.values())
+
+    @property
+    def changed(self) -> int:
+        """Images whose predicted label differs between the versions."""
+        return sum(count for (a, b), count in self.transitions.items() if a != b)
+
+    def changed_pairs(self) -> list[tuple[str, str, int]]:
+        """(label of A, label of B, count) of the changes, the most frequent first."""
+        pairs = [(a, b, count) for (a, b), count in self.transitions.items() if a != b]
+        return sorted(pairs, key=lambda pair: (-pair[2], pair[0], pair[1]))
+
+    def to_json(self) -> dict[str, Any]:
+        """The summary as JSON-ready values."""
+        return {
+            "model_a": self.model_a,
+            "model_b": self.model_b,
+            "job": self.job,
+            "in_a": self.in_a,
+            "in_b": self.in_b,
+            "compared": self.compared,
+            "changed": self.changed,
+            "changes": [
+                {"label_a": a, "label_b": b, "count": count}
+                for a, b, count in self.changed_pairs()
+            ],
+        }
+
+
+@dataclass(frozen=True)
+class DiffRow:
+    """One image whose answer changed, with both answers."""
+
+    image_id: int
+    path: str
+    true_label: str | None
+    label_a: str
+    confidence_a: float
+    label_b: str
+    confidence_b: float
+
+    columns = (
+        "image_id",
+        "path",
+        "true_label",
+        "label_a",
+        "confidence_a",
+        "label_b",
+        "confidence_b",
+    )
+
+    def as_dict(self) -> dict[str, Any]:
+        """The row's values by column name."""
+        return {name: getattr(self, name) for name in self.columns}
+
+
+def diff_summary(
+    connection: Connection, *, model_a: int, model_b: int, job: int | None = None
+) -> DiffSummary:
+    """Counts of each version's answers and of every (A label, B label) pair."""
+    transitions = select(_A.c.label, _B.c.label, func.count()).select_from(
+        _A.join(_B, _pair_condition(model_b))
+    )
+    transitions = transitions.where(*_a_conditions(model_a, job)).group_by(
+        _A.c.label, _B.c.label
+    )
+    summary = DiffSummary(
+        model_a=model_a,
+        model_b=model_b,
+        job=job,
+        in_a=_count(connection, model_a, job),
+        in_b=_count(connection, model_b, job),
+        transitions={
+            (label_a, label_b): int(count)
+            for label_a, label_b, count in connection.execute(transitions)
+        },
+    )
+    log.debug("diff %d -> %d: %d changed", model_a, model_b, summary.changed)
+    return summary
+
+
+def changes_statement(
+    *, model_a: int, model_b: int, job: int | None = None, limit: int | None = None
+) -> Select[Any]:
+    """The SELECT behind :func:`iter_changes`."""
+    statement = (
+        select(
+            _A.c.image_id,
+            IMAGES.c.path,
+            IMAGES.c.true_label,
+            _A.c.label.label("label_a"),
+            _A.c.confidence.label("confidence_a"),
+            _B.c.label.label("label_b"),
+            _B.c.confidence.label("confidence_b"),
+        )
+        .select_from(
+            _A.join(_B, _pair_condition(model_b)).join(
+                IMAGES, IMAGES.c.id == _A.c.image_id
+            )
+        )
+        .where(*_a_conditions(model_a, job), _A.c.label != _B.c.label)
+        .order_by(_A.c.image_id)
+    )
+    return statement if limit is None else statement.limit(limit)
+
+
+def iter_changes(
+    connection: Connection,
+    *,
+    model_a: int,
+    model_b: int,
+    job: int | None = None,
+    limit: int | None = None,
+) -> Iterator[DiffRow]:
+    """Stream the images whose label differs between A and B, in image order."""
+    statement = changes_statement(
+        model_a=model_a, model_b=model_b, job=job, limit=limit
+    )
+    result = connection.execution_options(yield_per=STREAM_CHUNK).execute(statement)
+    for row in result:
+        yield DiffRow(
+            image_id=row.image_id,
+            path=row.path,
+            true_label=row.true_label,
+            label_a=row.label_a,
+            confidence_a=float(row.confidence_a),
+            label_b=row.label_b,
+            confidence_b=float(row.confidence_b),
+        )
+
+
+def _pair_condition(model_b: int) -> ColumnElement[bool]:
+    return (_B.c.image_id == _A.c.image_id) & (_B.c.model_version_id == model_b)
+
+
+def _a_conditions(model_a: int, job: int | None) -> list[ColumnElement[bool]]:
+    conditions = [_A.c.model_version_id == model_a]
+    if job is not None:
+        conditions.append(in_job(_A.c.image_id, job))
+    return conditions
+
+
+def _count(connection: Connection, model_version_id: int, job: int | None) -> int:
+    conditions = [PREDICTIONS.c.model_version_id == model_version_id]
+    if job is not None:
+        conditions.append(in_job(PREDICTIONS.c.image_id, job))
+    statement = select(func.count()).select_from(PREDICTIONS).where(*conditions)
+    return int(connection.scalar(statement) or 0)
