@@ -62,7 +62,8 @@ def learning_curves(history: dict[str, list[float]], path: Path, title: str) -> 
     epochs = range(1, len(history.get("loss", [])) + 1)
     for axis, metric in ((loss_axis, "loss"), (accuracy_axis, "accuracy")):
         axis.plot(epochs, history.get(metric, []), label=f"train {metric}")
-        axis.plot(epochs, history.get(f"val_{metric}", []), label=f"validation {metric}")
+        validation = history.get(f"val_{metric}", [])
+        axis.plot(epochs, validation, label=f"validation {metric}")
         axis.set_xlabel("epoch")
         axis.set_ylabel(metric)
         axis.legend()
@@ -94,12 +95,22 @@ def confusion_matrix_plot(
 
 
 def confidence_histogram(
-    confidences: np.ndarray, path: Path, *, threshold: float, title: str
+    confidences: np.ndarray,
+    path: Path,
+    *,
+    threshold: float,
+    title: str,
+    weights: np.ndarray | None = None,
 ) -> Path:
-    """How confident the predictions are, with the low-confidence line marked."""
+    """How confident the predictions are, with the low-confidence line marked.
+
+    ``weights`` counts each confidence that many times, so bucket centres and
+    their counts from the database draw the same picture as the raw values.
+    """
     figure = Figure(figsize=(7, 4))
     axis = figure.subplots()
-    axis.hist(confidences, bins=np.linspace(0.0, 1.0, 41), color="#4c72b0")
+    edges = [float(edge) for edge in np.linspace(0.0, 1.0, 41)]
+    axis.hist(confidences, bins=edges, weights=weights, color="#4c72b0")
     axis.axvline(threshold, color="#c44e52", linestyle="--", label=f"low < {threshold}")
     axis.set_xlabel("confidence")
     axis.set_ylabel("predictions")
