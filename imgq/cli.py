@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "imgq.models.cli",
     "imgq.producer.cli",
     "imgq.worker.cli",
+    "imgq.report.cli",
 )
 
 

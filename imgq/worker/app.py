@@ -26,7 +26,7 @@ from kombu import Queue
 
 from imgq.config import Settings, get_settings
 
-TASK_MODULES = ["imgq.worker.tasks"]
+TASK_MODULES = ["imgq.worker.tasks", "imgq.report.tasks"]
 CLASSIFY_TASK = "imgq.classify_chunk"
 
 
