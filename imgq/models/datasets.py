@@ -82,6 +82,11 @@ def split(dataset: Dataset, *, seed: int) -> Split:
         test_count = max(1, round(count * TEST_FRACTION))
         test_index, rest = order[:test_count], order[test_count:]
     validation_count = max(1, round(count * VALIDATION_FRACTION))
+    if len(rest) <= validation_count:
+        raise DatasetError(
+            f"{dataset.name} has {count} images: too few for a training, a "
+            "validation and a test part"
+        )
     # the tutorial takes validation from the end of the training part
     train_index, validation_index = rest[:-validation_count], rest[-validation_count:]
     return Split(
@@ -133,11 +138,10 @@ def load_mnist_dataset(path: str | Path | None = None) -> Dataset:
         if path.is_dir():
             x_train, y_train, x_test, y_test = _read_idx_folder(path)
         elif path.suffix == ".npz":
-            with np.load(path) as archive:
-                x_train, y_train = archive["x_train"], archive["y_train"]
-                x_test, y_test = archive["x_test"], archive["y_test"]
+            x_train, y_train, x_test, y_test = _read_npz(path)
         else:
             raise DatasetError(f"{path}: expected mnist.npz or a folder of IDX files")
+    _check_mnist_arrays(x_train, y_train, x_test, y_test)
     images = np.concatenate([x_train, x_test]).astype(np.float32) / 255.0
     return Dataset(
         name="mnist",
@@ -154,12 +158,44 @@ def _download_mnist() -> tuple[tuple[np.ndarray, np.ndarray], ...]:
     import keras
 
     try:
-        return keras.datasets.mnist.load_data()  # type: ignore[no-any-return]
+        return keras.datasets.mnist.load_data()
     except Exception as error:
         raise DatasetError(
             "cannot download MNIST (no internet?); pass --data-path with a local "
             f"mnist.npz or a folder of the four IDX .gz files ({error})"
         ) from error
+
+
+MNIST_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def _read_npz(path: Path) -> tuple[np.ndarray, ...]:
+    """The four arrays of Keras' ``mnist.npz``."""
+    try:
+        with np.load(path) as archive:
+            return tuple(archive[key] for key in MNIST_KEYS)
+    except KeyError as error:
+        raise DatasetError(
+            f"{path} lacks {error}; mnist.npz holds {', '.join(MNIST_KEYS)}"
+        ) from error
+    except (OSError, ValueError) as error:
+        raise DatasetError(f"{path} is not a readable .npz file: {error}") from error
+
+
+def _check_mnist_arrays(
+    x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray
+) -> None:
+    for images, labels, part in ((x_train, y_train, "train"), (x_test, y_test, "test")):
+        if images.ndim != 3 or images.shape[1:] != (28, 28):
+            raise DatasetError(
+                f"MNIST {part} images have shape {images.shape}, not (n, 28, 28)"
+            )
+        if len(images) != len(labels):
+            raise DatasetError(
+                f"MNIST {part} part has {len(images)} images but {len(labels)} labels"
+            )
+        if labels.size and (labels.min() < 0 or labels.max() > 9):
+            raise DatasetError(f"MNIST {part} labels are not all digits 0 to 9")
 
 
 IDX_FILES = {
@@ -183,15 +219,22 @@ def _read_idx_folder(folder: Path) -> tuple[np.ndarray, ...]:
 
 def read_idx(path: Path) -> np.ndarray:
     """Parse one IDX file (the MNIST distribution format), gzipped or not."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as file:
-        data = file.read()
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as file:
+                data = file.read()
+        else:
+            data = path.read_bytes()
+    except (OSError, EOFError) as error:
+        raise DatasetError(f"cannot read {path}: {error}") from error
     if len(data) < 4:
         raise DatasetError(f"{path} is too short to be an IDX file")
     zero, data_type, dimension_count = struct.unpack(">HBB", data[:4])
     if zero != 0 or data_type != IDX_UNSIGNED_BYTE:
         raise DatasetError(f"{path} is not an unsigned-byte IDX file")
     header_end = 4 + 4 * dimension_count
+    if len(data) < header_end:
+        raise DatasetError(f"{path} ends inside its header")
     shape = struct.unpack(f">{dimension_count}I", data[4:header_end])
     expected = int(np.prod(shape))
     if len(data) - header_end != expected:
@@ -202,13 +245,18 @@ def read_idx(path: Path) -> np.ndarray:
 
 
 def load_folder_dataset(
-    root: str | Path, spec: PreprocessSpec, limits: DecodeLimits | None = None
+    root: str | Path, spec: PreprocessSpec, *, limits: DecodeLimits | None = None
 ) -> Dataset:
     """One subfolder per class (the layout of image_dataset_from_directory)."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root} is not a folder")
-    class_folders = sorted(folder for folder in root.iterdir() if folder.is_dir())
+    # hidden folders (.git, .ipynb_checkpoints) are not classes
+    class_folders = sorted(
+        folder
+        for folder in root.iterdir()
+        if folder.is_dir() and not folder.name.startswith(".")
+    )
     if len(class_folders) < 2:
         raise DatasetError(
             f"{root} has {len(class_folders)} class folder(s); a classifier needs two"
@@ -218,22 +266,14 @@ def load_folder_dataset(
     labels: list[int] = []
     skipped = 0
     for label, folder in enumerate(class_folders):
-        files = sorted(
-            file for file in folder.rglob("*") if file.suffix.lower() in IMAGE_SUFFIXES
+        class_arrays, class_skipped = _load_class_folder(
+            folder, spec, limits or DecodeLimits()
         )
-        loaded_here = 0
-        for file in files:
-            try:
-                image = open_image(str(file), limits or DecodeLimits())
-                arrays.append(image_to_array(image, spec))
-            except ImageError as error:
-                log.warning("skipping %s: %s", file, error.message)
-                skipped += 1
-                continue
-            labels.append(label)
-            loaded_here += 1
-        if loaded_here == 0:
+        if not class_arrays:
             raise DatasetError(f"class folder {folder} has no readable image")
+        arrays.extend(class_arrays)
+        labels.extend([label] * len(class_arrays))
+        skipped += class_skipped
 
     return Dataset(
         name=f"folder:{root.name}",
@@ -243,6 +283,29 @@ def load_folder_dataset(
         spec=spec,
         skipped=skipped,
     )
+
+
+def _load_class_folder(
+    folder: Path, spec: PreprocessSpec, limits: DecodeLimits
+) -> tuple[list[np.ndarray], int]:
+    """The model inputs of every readable image under ``folder``, and a count of
+    the unreadable ones, which are logged and skipped."""
+    files = sorted(
+        file
+        for file in folder.rglob("*")
+        if file.suffix.lower() in IMAGE_SUFFIXES
+        and not any(part.startswith(".") for part in file.relative_to(folder).parts)
+    )
+    arrays = []
+    skipped = 0
+    for file in files:
+        try:
+            with open_image(str(file), limits) as image:
+                arrays.append(image_to_array(image, spec))
+        except ImageError as error:
+            log.warning("skipping %s: %s", file, error.message)
+            skipped += 1
+    return arrays, skipped
 
 
 def load_dataset(
