@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "imgq.models.cli",
     "imgq.producer.cli",
     "imgq.worker.cli",
+    "imgq.worker.reinfer_cli",
     "imgq.report.cli",
 )
 
@@ -79,4 +80,3 @@ def _register_commands() -> None:
 
 
 _register_commands()
-

@@ -10,6 +10,8 @@
   chunk is not handed to a second worker while the first still runs it.
 - Queue order "priority": a worker polls the fresh queue before the background
   queue on every fetch, so a production line is served before a re-inference.
+- Beat sends the re-inference task on ``IMGQ_REINFER_SCHEDULE``; it and the
+  chunks it queues are routed to the background queue.
 
 The app is built lazily from the settings, so tests and ``imgq run`` can
 point it at another broker before anything connects.
@@ -25,8 +27,9 @@ from celery import Celery
 from kombu import Queue
 
 from imgq.config import Settings, get_settings
+from imgq.worker.schedule import BEAT_SCHEDULE_FILE, REINFER_TASK, beat_schedule
 
-TASK_MODULES = ["imgq.worker.tasks", "imgq.report.tasks"]
+TASK_MODULES = ["imgq.worker.tasks", "imgq.worker.reinfer", "imgq.report.tasks"]
 CLASSIFY_TASK = "imgq.classify_chunk"
 
 
@@ -82,6 +85,15 @@ def make_celery(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
         enable_utc=True,
+        # Re-inference is background work: the task and the chunks it queues.
+        task_routes={
+            REINFER_TASK: {
+                "queue": settings.background_queue,
+                "routing_key": settings.background_queue,
+            }
+        },
+        beat_schedule=beat_schedule(settings),
+        beat_schedule_filename=str(settings.data_dir / BEAT_SCHEDULE_FILE),
     )
     return app
 
