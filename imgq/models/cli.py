@@ -222,7 +222,14 @@ def show_command(reference: str) -> None:
 @click.argument("reference")
 @click.option("--alias", default="production", show_default=True,
               help="The alias to move to this version.")
-def promote_command(reference: str, alias: str) -> None:
+@click.option(
+    "--reinfer",
+    "then_reinfer",
+    is_flag=True,
+    help="Then queue every stored image this version has not answered yet "
+    "(what 'imgq reinfer --model VERSION' does).",
+)
+def promote_command(reference: str, alias: str, then_reinfer: bool) -> None:
     """Give REFERENCE (a version number) the alias; rolling back is the same."""
     from imgq.models import registry
 
@@ -231,6 +238,12 @@ def promote_command(reference: str, alias: str) -> None:
         registry.verify_file(version)
         registry.promote(session, version.id, alias)
         click.echo(f"model version {version.id} ({version.name}) is now {alias!r}")
+        version_id = version.id
+    if then_reinfer:
+        from imgq.worker.reinfer import reinfer
+        from imgq.worker.reinfer_cli import print_reinfer_result
+
+        print_reinfer_result(reinfer(model_reference=str(version_id)))
 
 
 @click.command("export-digits")

@@ -30,7 +30,7 @@ from typing import Any
 
 from celery import shared_task
 from sqlalchemy import Select, exists, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from imgq.config import Settings, get_settings
 from imgq.db import bulk
@@ -135,8 +135,9 @@ def missing_statement(
         statement = statement.join(JobImage, JobImage.image_id == Image.id).where(
             JobImage.job_id == selection.job_id
         )
-    queued_elsewhere = select(JobImage.image_id).where(
-        JobImage.image_id == Image.id, JobImage.job_id.in_(open_jobs(version))
+    member = aliased(JobImage)
+    queued_elsewhere = select(member.image_id).where(
+        member.image_id == Image.id, member.job_id.in_(open_jobs(version))
     )
     conditions = [
         Image.id > after_id,
