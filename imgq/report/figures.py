@@ -14,6 +14,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 GRID_CELL_INCHES = 2.0
+GRID_TITLE_INCHES = 0.4
 
 
 def _save(figure: Figure, path: Path) -> Path:
@@ -36,7 +37,10 @@ def image_grid(
 
     Cells past the last image stay blank, so a short list still draws.
     """
-    figure = Figure(figsize=(columns * GRID_CELL_INCHES, rows * GRID_CELL_INCHES))
+    height = rows * GRID_CELL_INCHES
+    figure = Figure(figsize=(columns * GRID_CELL_INCHES, height))
+    # room for the cell titles above the top row, the same at any grid height
+    figure.subplots_adjust(top=1.0 - GRID_TITLE_INCHES / height)
     axes = figure.subplots(rows, columns, squeeze=False)
     for cell, axis in enumerate(axes.flat):
         axis.axis("off")
@@ -51,7 +55,8 @@ def image_grid(
     if not images:
         figure.text(0.5, 0.5, "nothing to show", ha="center", va="center", fontsize=16)
     if heading:
-        figure.suptitle(heading, fontsize=14)
+        # above the figure's top edge; the tight bounding box keeps it
+        figure.suptitle(heading, fontsize=14, y=1.0, va="bottom")
     return _save(figure, path)
 
 

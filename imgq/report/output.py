@@ -76,8 +76,7 @@ def write_table(
         for index, name in enumerate(columns)
     ]
     numeric = [
-        bool(head) and all(isinstance(row[name], int | float) for row in head)
-        for name in columns
+        bool(head) and all(_is_number(row[name]) for row in head) for name in columns
     ]
     stream.write(_line(list(columns), widths, [False] * len(columns)))
     count = 0
@@ -98,7 +97,7 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
         for index, name in enumerate(header)
     ]
     numeric = [
-        bool(rows) and all(isinstance(row[index], int | float) for row in rows)
+        bool(rows) and all(_is_number(row[index]) for row in rows)
         for index in range(len(header))
     ]
     lines = [_line(list(header), widths, [False] * len(header))]
@@ -112,6 +111,10 @@ def _line(values: list[str], widths: list[int], numeric: list[bool]) -> str:
         for value, width, right in zip(values, widths, numeric, strict=True)
     ]
     return "  ".join(cells).rstrip() + "\n"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _shown(value: Any) -> str:

@@ -64,11 +64,10 @@ def render_html(
         f'<p class="meta">Made {_e(moment)}. Filters: '
         f"<code>{_e(json.dumps(filters, sort_keys=True))}</code></p>",
         _summary(plan),
+        *(_grid(grid, figures.get(grid.name), unreadable) for grid in plan.grids),
         _figures(figures),
         _classes(plan),
     ]
-    for grid in plan.grids:
-        parts.append(_grid(grid, figures.get(grid.name), unreadable))
     template = Template(
         resources.files("imgq.report").joinpath("templates/report.html").read_text()
     )
@@ -133,7 +132,7 @@ def _grid(grid: Grid, figure: Path | None, unreadable: set[int]) -> str:
     parts = [f"<h2>{_e(grid.heading)}</h2>"]
     if grid.note:
         parts.append(f'<p class="note">{_e(grid.note)}</p>')
-    if not grid.cells:
+    if not grid.filled:
         parts.append('<p class="note">Nothing to show.</p>')
         return "\n".join(parts)
     if figure is not None:
@@ -143,7 +142,7 @@ def _grid(grid: Grid, figure: Path | None, unreadable: set[int]) -> str:
         )
     header = ("#", "Title", "Path", "True label", "Predicted", "Confidence")
     lines = []
-    for position, cell in enumerate(grid.cells, start=1):
+    for position, cell in grid.filled:
         row = cell.row
         missing = row.image_id in unreadable
         path = row.path + (" (cannot be read)" if missing else "")

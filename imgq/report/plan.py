@@ -8,6 +8,7 @@ wrong answer, ``P: 6 (0.41)`` for an unsure one.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,19 +63,28 @@ class Cell:
 
 @dataclass(frozen=True)
 class Grid:
-    """A rows x columns grid of predictions, cells in reading order."""
+    """A rows x columns grid of predictions, cells in reading order (None blank)."""
 
     name: str
     heading: str
-    cells: list[Cell]
+    cells: Sequence[Cell | None]
     rows: int
     columns: int
     note: str = ""
 
     @property
     def titles(self) -> list[str]:
-        """The cells' titles in reading order."""
-        return [cell.title for cell in self.cells]
+        """The cells' titles in reading order; blank cells have none."""
+        return ["" if cell is None else cell.title for cell in self.cells]
+
+    @property
+    def filled(self) -> list[tuple[int, Cell]]:
+        """(position from 1 in reading order, cell) of the cells that show a row."""
+        return [
+            (position, cell)
+            for position, cell in enumerate(self.cells, start=1)
+            if cell is not None
+        ]
 
 
 @dataclass(frozen=True)
@@ -151,12 +161,23 @@ def _samples_grid(
 ) -> Grid:
     cells = rows * columns
     per_class = max(1, cells // max(1, len(scope.class_names)))
+    whole_rows = per_class >= columns
+    if whole_rows:
+        # each class starts a row: its samples fill whole rows, blanks pad
+        per_class -= per_class % columns
     samples = samples_per_class(connection, scope, per_class=per_class)
-    chosen = [row for class_rows in samples.values() for row in class_rows][:cells]
+    chosen: list[Cell | None] = []
+    for class_rows in samples.values():
+        chosen.extend(Cell(row, sample_title(row)) for row in class_rows)
+        if whole_rows and class_rows:
+            chosen.extend([None] * (per_class - len(class_rows)))
+    chosen = chosen[:cells]
+    while chosen and chosen[-1] is None:
+        chosen.pop()
     return Grid(
         name=GRID_SAMPLES,
-        heading=f"Samples per class, {per_class} each, most confident first",
-        cells=[Cell(row, sample_title(row)) for row in chosen],
+        heading=f"Samples per class, up to {per_class} each, most confident first",
+        cells=chosen,
         rows=rows,
         columns=columns,
     )
@@ -165,6 +186,6 @@ def _samples_grid(
 def plan_summary(plan: ReportPlan) -> dict[str, Any]:
     """The plan's grids as titles and image ids, for logs and tests."""
     return {
-        grid.name: [(cell.row.image_id, cell.title) for cell in grid.cells]
+        grid.name: [(cell.row.image_id, cell.title) for _, cell in grid.filled]
         for grid in plan.grids
     }

@@ -9,7 +9,9 @@ An image that cannot be read anymore is drawn as a blank cell.
 from __future__ import annotations
 
 import logging
+import math
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -122,18 +124,22 @@ def draw_grids(
     total = sum(len(grid.cells) for grid in grids)
     with _progress(total, show_progress) as progress:
         for grid in grids:
+            paths = [None if cell is None else cell.row.path for cell in grid.cells]
             images, missing = load_images(
-                [cell.row.path for cell in grid.cells],
-                spec=spec,
-                limits=limits,
-                progress=progress,
+                paths, spec=spec, limits=limits, progress=progress
             )
-            unreadable |= {grid.cells[index].row.image_id for index in missing}
+            unreadable |= {
+                cell.row.image_id
+                for index, cell in enumerate(grid.cells)
+                if cell is not None and index in missing
+            }
             pictures[grid.name] = figures.image_grid(
                 images,
                 grid.titles,
                 folder / f"{grid.name}.png",
-                rows=grid.rows,
+                rows=_rows_needed(
+                    len(grid.cells), rows=grid.rows, columns=grid.columns
+                ),
                 columns=grid.columns,
                 heading=grid.heading,
             )
@@ -159,25 +165,30 @@ def draw_changes_grid(
             progress=progress,
         )
     titles = [diff_title(change.label_a, change.label_b) for change in changes]
+    rows = _rows_needed(len(changes), rows=rows, columns=columns)
     return figures.image_grid(
         images, titles, path, rows=rows, columns=columns, heading=heading
     )
 
 
 def load_images(
-    paths: list[str],
+    paths: Sequence[str | None],
     *,
     spec: PreprocessSpec,
     limits: DecodeLimits,
     progress: tqdm[Any] | None = None,
 ) -> tuple[list[np.ndarray], set[int]]:
-    """The pictures of ``paths``, blank where unreadable, and those positions."""
+    """The pictures of ``paths``, blank where unreadable (or None), and the
+    positions of the unreadable ones."""
     images: list[np.ndarray] = []
     missing: set[int] = set()
     for index, path in enumerate(paths):
-        image = load_cell_image(path, spec=spec, limits=limits)
+        image = (
+            None if path is None else load_cell_image(path, spec=spec, limits=limits)
+        )
         if image is None:
-            missing.add(index)
+            if path is not None:
+                missing.add(index)
             image = blank_cell(spec)
         images.append(image)
         if progress is not None:
@@ -254,6 +265,11 @@ def record_report(
         session.add(report)
         session.flush()
         return report.id
+
+
+def _rows_needed(cells: int, *, rows: int, columns: int) -> int:
+    # a short list draws fewer rows instead of a page of blank cells
+    return max(1, min(rows, math.ceil(cells / columns)))
 
 
 def _progress(total: int, show: bool) -> tqdm[Any]:
