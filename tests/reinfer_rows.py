@@ -103,7 +103,9 @@ def add_images(count: int, *, created_at: datetime = DAY_ONE) -> list[int]:
         return [image.id for image in images]
 
 
-def add_predictions(version_id: int, image_ids: list[int]) -> None:
+def add_predictions(
+    version_id: int, image_ids: list[int], *, label: str = "1", confidence: float = 0.9
+) -> None:
     with session_scope() as session:
         bulk.insert_ignoring_duplicates(
             session,
@@ -112,10 +114,10 @@ def add_predictions(version_id: int, image_ids: list[int]) -> None:
                 {
                     "image_id": image_id,
                     "model_version_id": version_id,
-                    "label": "1",
-                    "label_index": 1,
-                    "confidence": 0.9,
-                    "probabilities": [0.1, 0.9],
+                    "label": label,
+                    "label_index": int(label),
+                    "confidence": confidence,
+                    "probabilities": [1 - confidence, confidence],
                 }
                 for image_id in image_ids
             ],

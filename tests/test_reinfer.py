@@ -7,6 +7,7 @@ No worker runs here; see test_reinfer_worker.py for that.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -291,3 +292,25 @@ def test_rolling_back_finds_nothing_to_do_for_the_old_version(
     with session_scope() as session:
         alias = session.get(ModelAlias, "production")
         assert alias is not None and alias.model_version_id == old
+
+
+def test_diff_shows_how_the_share_of_low_confidence_answers_moved(
+    versions: tuple[int, int],
+) -> None:
+    first, second = versions
+    images = add_images(4)
+    add_predictions(first, images, confidence=0.9)
+    add_predictions(second, images[:2], label="0", confidence=0.5)
+    add_predictions(second, images[2:], confidence=0.95)
+
+    shown = CliRunner().invoke(main, ["diff", str(first), str(second)])
+    document = CliRunner().invoke(
+        main, ["diff", str(first), str(second), "--format", "json"]
+    )
+
+    assert shown.exit_code == 0, shown.output
+    assert "confidence below 0.6" in shown.stdout
+    assert "0.0%" in shown.stdout and "50.0%" in shown.stdout
+    summary = json.loads(document.stdout)
+    assert summary["compared"] == 4 and summary["changed"] == 2
+    assert summary["low_confidence"] == {"threshold": 0.6, "a": 0, "b": 2}

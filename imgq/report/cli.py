@@ -351,7 +351,12 @@ def diff_command(
         assert scope_a.model_version_id is not None
         assert scope_b.model_version_id is not None
         ids = {"model_a": scope_a.model_version_id, "model_b": scope_b.model_version_id}
-        summary = diff_summary(connection, job=job, **ids)
+        summary = diff_summary(
+            connection,
+            job=job,
+            low_confidence=get_settings().low_confidence,
+            **ids,
+        )
         wanted = max(limit, rows * columns if grid else 0)
         changes = list(iter_changes(connection, job=job, limit=wanted, **ids))
     if output_format == "json":

@@ -3,17 +3,19 @@
 Two predictions are compared when both versions answered for the same image
 (the pair ``image_id, model_version_id`` is unique, so the join finds at most
 one of each). The counts are one GROUP BY; the list of changed images is
-streamed in image order.
+streamed in image order. Given a threshold, the summary also counts the
+compared images each version answered below it, which shows how the share of
+low-confidence answers moved after a re-inference.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Select, func, select
+from sqlalchemy import ColumnElement, Connection, Select, case, func, select
 
 from imgq.report.queries import IMAGES, PREDICTIONS, STREAM_CHUNK, in_job
 
@@ -33,6 +35,9 @@ class DiffSummary:
     in_a: int
     in_b: int
     transitions: dict[tuple[str, str], int]
+    low_confidence: float | None = None
+    low_a: int = 0
+    low_b: int = 0
 
     @property
     def compared(self) -> int:
@@ -49,9 +54,15 @@ class DiffSummary:
         pairs = [(a, b, count) for (a, b), count in self.transitions.items() if a != b]
         return sorted(pairs, key=lambda pair: (-pair[2], pair[0], pair[1]))
 
+    def low_shares(self) -> tuple[float, float] | None:
+        """Shares of the compared images A and B answered below the threshold."""
+        if self.low_confidence is None or not self.compared:
+            return None
+        return self.low_a / self.compared, self.low_b / self.compared
+
     def to_json(self) -> dict[str, Any]:
         """The summary as JSON-ready values."""
-        return {
+        document: dict[str, Any] = {
             "model_a": self.model_a,
             "model_b": self.model_b,
             "job": self.job,
@@ -64,6 +75,13 @@ class DiffSummary:
                 for a, b, count in self.changed_pairs()
             ],
         }
+        if self.low_confidence is not None:
+            document["low_confidence"] = {
+                "threshold": self.low_confidence,
+                "a": self.low_a,
+                "b": self.low_b,
+            }
+        return document
 
 
 @dataclass(frozen=True)
@@ -94,9 +112,17 @@ class DiffRow:
 
 
 def diff_summary(
-    connection: Connection, *, model_a: int, model_b: int, job: int | None = None
+    connection: Connection,
+    *,
+    model_a: int,
+    model_b: int,
+    job: int | None = None,
+    low_confidence: float | None = None,
 ) -> DiffSummary:
-    """Counts of each version's answers and of every (A label, B label) pair."""
+    """Counts of each version's answers and of every (A label, B label) pair.
+
+    With ``low_confidence``, also the compared answers below it, of A and of B.
+    """
     transitions = select(_A.c.label, _B.c.label, func.count()).select_from(
         _A.join(_B, _pair_condition(model_b))
     )
@@ -114,6 +140,17 @@ def diff_summary(
             for label_a, label_b, count in connection.execute(transitions)
         },
     )
+    if low_confidence is not None:
+        low_a, low_b = _low_counts(
+            connection,
+            model_a=model_a,
+            model_b=model_b,
+            job=job,
+            threshold=low_confidence,
+        )
+        summary = replace(
+            summary, low_confidence=low_confidence, low_a=low_a, low_b=low_b
+        )
     log.debug("diff %d -> %d: %d changed", model_a, model_b, summary.changed)
     return summary
 
@@ -185,3 +222,24 @@ def _count(connection: Connection, model_version_id: int, job: int | None) -> in
         conditions.append(in_job(PREDICTIONS.c.image_id, job))
     statement = select(func.count()).select_from(PREDICTIONS).where(*conditions)
     return int(connection.scalar(statement) or 0)
+
+
+def _low_counts(
+    connection: Connection,
+    *,
+    model_a: int,
+    model_b: int,
+    job: int | None,
+    threshold: float,
+) -> tuple[int, int]:
+    """Of the images both versions answered, those each answered below ``threshold``."""
+    statement = (
+        select(
+            func.coalesce(func.sum(case((_A.c.confidence < threshold, 1), else_=0)), 0),
+            func.coalesce(func.sum(case((_B.c.confidence < threshold, 1), else_=0)), 0),
+        )
+        .select_from(_A.join(_B, _pair_condition(model_b)))
+        .where(*_a_conditions(model_a, job))
+    )
+    low_a, low_b = connection.execute(statement).one()
+    return int(low_a), int(low_b)

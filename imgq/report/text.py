@@ -71,6 +71,17 @@ def diff_text(summary: DiffSummary, changes: list[DiffRow]) -> str:
             ],
         ),
     ]
+    shares = summary.low_shares()
+    if shares is not None:
+        lines.append(
+            format_table(
+                (f"confidence below {summary.low_confidence}", "A", "B"),
+                [
+                    ("images", summary.low_a, summary.low_b),
+                    ("share of those compared", _share(shares[0]), _share(shares[1])),
+                ],
+            )
+        )
     if summary.changed:
         lines.append(format_table(("A", "B", "images"), summary.changed_pairs()))
     if changes:
