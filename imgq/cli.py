@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "imgq.worker.cli",
     "imgq.worker.reinfer_cli",
     "imgq.report.cli",
+    "imgq.ops.cli",
 )
 
 

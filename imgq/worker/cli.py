@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 
@@ -10,6 +11,8 @@ import click
 from imgq.config import get_settings
 from imgq.db.engine import session_scope
 from imgq.db.migrate import require_current
+
+log = logging.getLogger(__name__)
 
 
 @click.command("worker")
@@ -55,6 +58,7 @@ def worker_command(
     the pool process after the fork and is warmed up before the first batch.
     """
     from imgq.models import registry
+    from imgq.ops.worker import start_worker_ops
     from imgq.worker.app import get_app
 
     settings = get_settings()
@@ -66,12 +70,14 @@ def worker_command(
     with session_scope() as session:
         version = registry.resolve(session, settings.model)
         registry.verify_file(version)
-    click.echo(f"worker: model version {version.id} ({version.name}) checked", err=True)
+    log.info("model version %d %r checked", version.id, version.name)
 
     queue_list = queues or f"{settings.fresh_queue},{settings.background_queue}"
     node = (
         name or f"imgq-{'gpu' + str(gpu) if gpu >= 0 else 'cpu'}@{socket.gethostname()}"
     )
+    # before the pool forks: its processes record metrics into this folder
+    start_worker_ops(settings, node=node)
     get_app().worker_main(
         [
             "worker",

@@ -17,6 +17,7 @@ from imgq.config import get_settings
 from imgq.db.engine import session_scope
 from imgq.models import registry
 from imgq.models.preprocessing import DecodeLimits
+from imgq.ops import metrics
 from imgq.worker.inference import BatchClassifier, configure_devices
 
 log = logging.getLogger(__name__)
@@ -77,9 +78,13 @@ def classifier_for(model_version_id: int) -> BatchClassifier:
             settings.batch_size,
         )
         _classifiers[model_version_id] = classifier
+        metrics.model_loaded(version.id, version.name)
         while len(_classifiers) > MODELS_KEPT:
             _, evicted = _classifiers.popitem(last=False)
             evicted.close()
+            metrics.model_loaded(
+                evicted.loaded.version_id, evicted.loaded.name, loaded=False
+            )
         return classifier
 
 
@@ -89,11 +94,14 @@ def preload(reference: str) -> int:
         version_id = registry.resolve(session, reference).id
     classifier_for(version_id)
     ready.set()
+    metrics.set_ready(True)
     return version_id
 
 
 @worker_process_init.connect
 def _load_after_fork(**_: object) -> None:
+    # not ready until the model is warm: readiness checks see this process
+    metrics.set_ready(False)
     reference = get_settings().model
     try:
         preload(reference)

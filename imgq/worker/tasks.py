@@ -27,6 +27,7 @@ from imgq.db import bulk
 from imgq.db.engine import session_scope
 from imgq.db.jobs import BATCH_DONE, BATCH_FAILED, finish_if_complete
 from imgq.db.schema import Batch, Failure, Image, Prediction
+from imgq.ops import metrics
 from imgq.worker import runtime
 from imgq.worker.app import CLASSIFY_TASK
 from imgq.worker.inference import BatchResult
@@ -177,6 +178,7 @@ def _write_and_log(
         result.predict_ms,
         write_ms,
     )
+    metrics.observe_batch(result, write_ms=write_ms)
 
 
 def _items_without_prediction(
@@ -292,4 +294,5 @@ def _give_up(
     with session_scope() as session:
         finish_if_complete(session, job_id)
     log.error("job=%d batch=%d: %s (%d images)", job_id, batch_id, message, len(items))
+    metrics.count_failures(KIND_BATCH_FAILED, len(items))
     return {"predicted": 0, "failed": len(items), "skipped": 0}

@@ -1,0 +1,1 @@
+"""Operations: Prometheus metrics, the cluster exporter, health and readiness."""
