@@ -82,7 +82,7 @@ class BatchClassifier:
             # float32 out, also when the model runs in mixed precision
             return tf.cast(model(images, training=False), tf.float32)
 
-        self._forward = forward
+        self.forward = forward
         self._pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
 
     @property
@@ -97,7 +97,7 @@ class BatchClassifier:
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Probabilities for a full batch of model inputs."""
-        return np.asarray(self._forward(images))
+        return np.asarray(self.forward(images))
 
     def classify(self, items: Sequence[tuple[int, str]]) -> Iterator[BatchResult]:
         """Classify ``(image_id, path)`` pairs, one BatchResult per forward batch."""
