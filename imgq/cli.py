@@ -62,7 +62,12 @@ def main(log_level: str | None) -> None:
     Every setting can be overridden with an IMGQ_* environment variable;
     'imgq config' lists them.
     """
-    configure_logging(log_level or get_settings().log_level)
+    if log_level:
+        # the setting, so that pool processes, beat and every process imgq
+        # starts log at the same level
+        os.environ["IMGQ_LOG_LEVEL"] = log_level
+        get_settings.cache_clear()
+    configure_logging(get_settings().log_level)
 
 
 @main.command("config")

@@ -24,9 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from celery import Celery
+from celery.signals import setup_logging, task_postrun, task_prerun
 from kombu import Queue
 
 from imgq.config import Settings, get_settings
+from imgq.logs import clear_log_ids, configure_logging, set_log_ids
 from imgq.worker.schedule import BEAT_SCHEDULE_FILE, REINFER_TASK, beat_schedule
 
 TASK_MODULES = ["imgq.worker.tasks", "imgq.worker.reinfer", "imgq.report.tasks"]
@@ -107,3 +109,20 @@ def get_app() -> Celery:
 def reset_app() -> None:
     """Forget the app, so that the next get_app() reads the settings again."""
     get_app.cache_clear()
+
+
+@setup_logging.connect
+def _log_in_imgq_format(**_: Any) -> None:
+    """Celery's worker and beat log in imgq's one format, at IMGQ_LOG_LEVEL."""
+    configure_logging(get_settings().log_level)
+
+
+@task_prerun.connect
+def _log_task_ids(kwargs: dict[str, Any] | None = None, **_: Any) -> None:
+    kwargs = kwargs or {}
+    set_log_ids(job_id=kwargs.get("job_id"), batch_id=kwargs.get("batch_id"))
+
+
+@task_postrun.connect
+def _forget_task_ids(**_: Any) -> None:
+    clear_log_ids()
