@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "imgq.producer.cli",
     "imgq.worker.cli",
     "imgq.worker.reinfer_cli",
+    "imgq.worker.reconcile_cli",
     "imgq.report.cli",
     "imgq.ops.cli",
 )

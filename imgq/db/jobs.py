@@ -22,6 +22,8 @@ DONE = "done"
 BATCH_QUEUED = "queued"
 BATCH_DONE = "done"
 BATCH_FAILED = "failed"
+# closed by the reconciler, its unfinished images queued again in new batches
+BATCH_REQUEUED = "requeued"
 OPEN_JOB_STATES = (QUEUED,)
 
 

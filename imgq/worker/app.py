@@ -31,7 +31,12 @@ from imgq.config import Settings, get_settings
 from imgq.logs import clear_log_ids, configure_logging, set_log_ids
 from imgq.worker.schedule import BEAT_SCHEDULE_FILE, REINFER_TASK, beat_schedule
 
-TASK_MODULES = ["imgq.worker.tasks", "imgq.worker.reinfer", "imgq.report.tasks"]
+TASK_MODULES = [
+    "imgq.worker.tasks",
+    "imgq.worker.reinfer",
+    "imgq.worker.reconcile",
+    "imgq.report.tasks",
+]
 CLASSIFY_TASK = "imgq.classify_chunk"
 
 

@@ -5,6 +5,9 @@ month day-of-week" in UTC (the app runs with ``enable_utc``). The entry sends
 the re-inference task with no arguments, so the model alias it follows
 (``IMGQ_MODEL``, ``production`` by default) is resolved when it runs, not
 when beat started.
+
+The reconciler runs every ``IMGQ_RECONCILE_INTERVAL`` seconds; a run that
+waited longer than that in the queue expires instead of piling up.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from imgq.errors import ConfigError
 
 REINFER_TASK = "imgq.reinfer"
 REINFER_ENTRY = "reinfer-production"
+RECONCILE_TASK = "imgq.reconcile"
+RECONCILE_ENTRY = "reconcile"
 BEAT_SCHEDULE_FILE = "beat-schedule"
 CRONTAB_FIELDS = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
 
@@ -40,10 +45,15 @@ def parse_crontab(text: str) -> crontab:
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
-    """The ``beat_schedule`` of the app: one re-inference entry."""
+    """The ``beat_schedule`` of the app: re-inference and the reconciler."""
     return {
         REINFER_ENTRY: {
             "task": REINFER_TASK,
             "schedule": parse_crontab(settings.reinfer_schedule),
-        }
+        },
+        RECONCILE_ENTRY: {
+            "task": RECONCILE_TASK,
+            "schedule": float(settings.reconcile_interval),
+            "options": {"expires": float(settings.reconcile_interval)},
+        },
     }
