@@ -8,6 +8,7 @@ task it sends is read back from the real Redis queue and run.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from celery.beat import Scheduler
 from click.testing import CliRunner
 from conftest import set_env
@@ -209,3 +211,31 @@ def test_the_scheduler_process_does_not_import_tensorflow() -> None:
     )
 
     assert completed.stdout.strip() == "[]"
+
+
+def test_the_compose_file_runs_exactly_one_beat() -> None:
+    root = Path(__file__).resolve().parent.parent
+    executable = shutil.which("docker-compose")
+    assert executable, "docker-compose is missing: install Debian's docker-compose"
+    finished = subprocess.run(
+        [executable, "-f", str(root / "docker-compose.yml"), "config"],
+        env={
+            "PATH": os.environ["PATH"],
+            "IMGQ_REDIS_PASSWORD": "redis-secret",
+            "POSTGRES_PASSWORD": "pg-secret",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=root,
+        check=True,
+    )
+    services = yaml.safe_load(finished.stdout)["services"]
+
+    beat = services["beat"]
+    assert beat["command"] == ["beat"]
+    assert beat["deploy"]["replicas"] == 1
+    assert beat["environment"]["IMGQ_REINFER_SCHEDULE"] == "0 2 * * *"
+    assert beat["environment"]["IMGQ_BROKER_URL"] == "redis://redis:6379/0"
+    # beat needs no GPU
+    assert "resources" not in beat["deploy"]
