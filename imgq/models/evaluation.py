@@ -89,7 +89,8 @@ def draw_evaluation_figures(
     """The tutorial's three grids: samples, predictions, wrong predictions only."""
     cells = GRID_ROWS * GRID_COLUMNS
     first = range(min(cells, len(labels)))
-    wrong = np.flatnonzero(predicted != labels)[:cells]
+    all_wrong = np.flatnonzero(predicted != labels)
+    wrong = all_wrong[:cells]
 
     def real(index: int) -> str:
         return class_names[labels[index]]
@@ -112,6 +113,6 @@ def draw_evaluation_figures(
             [images[i] for i in wrong],
             [f"R: {real(i)} P: {guess(i)}" for i in wrong],
             output_dir / "wrong_predictions.png",
-            heading=f"{len(np.flatnonzero(predicted != labels))} wrong of {len(labels)}",
+            heading=f"{len(all_wrong)} wrong of {len(labels)}",
         ),
     }

@@ -29,7 +29,11 @@ class TrainingResult:
     history: dict[str, list[float]]
     split: Split
     epochs_run: int
+    # the epoch with the lowest validation loss
     best_epoch: int
+    # the epoch whose weights the model holds: the best one when early
+    # stopping restored it, otherwise the last
+    kept_epoch: int
     seconds: float
     curves_path: Path
 
@@ -90,8 +94,12 @@ def train(
     )
     seconds = time.perf_counter() - started
 
-    history = {key: [float(v) for v in values] for key, values in fitted.history.items()}
+    history = {
+        key: [float(value) for value in values]
+        for key, values in fitted.history.items()
+    }
     best_epoch = int(np.argmin(history["val_loss"])) + 1
+    kept_epoch = best_epoch if patience > 0 else len(history["loss"])
     curves_path = learning_curves(
         history,
         output_dir / "learning_curves.png",
@@ -103,6 +111,7 @@ def train(
         split=parts,
         epochs_run=len(history["loss"]),
         best_epoch=best_epoch,
+        kept_epoch=kept_epoch,
         seconds=seconds,
         curves_path=curves_path,
     )
