@@ -132,9 +132,9 @@ def metadata_of(version: ModelVersion) -> dict[str, Any]:
 def resolve(session: Session, reference: str | int) -> ModelVersion:
     """The version called ``reference``: a number (``3`` or ``v3``) or an alias."""
     text = str(reference).strip()
-    number = text[1:] if text[:1] in ("v", "V") and text[1:].isdigit() else text
-    if number.isdigit():
-        version = session.get(ModelVersion, int(number))
+    number = _version_number(text)
+    if number is not None:
+        version = session.get(ModelVersion, number)
         if version is None:
             raise ModelError(f"no model version {number}; see 'imgq models list'")
         return version
@@ -149,8 +149,24 @@ def resolve(session: Session, reference: str | int) -> ModelVersion:
     return version
 
 
-def promote(session: Session, reference: str | int, alias: str = PRODUCTION) -> ModelVersion:
+def _version_number(reference: str) -> int | None:
+    """The number in ``3`` or ``v3``; None for anything else (an alias)."""
+    text = reference.strip()
+    if text[:1] in ("v", "V"):
+        text = text[1:]
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
+def promote(
+    session: Session, reference: str | int, alias: str = PRODUCTION
+) -> ModelVersion:
     """Point ``alias`` at the version ``reference``; returns that version."""
+    if _version_number(alias) is not None or not alias.strip():
+        raise ModelError(
+            f"{alias!r} cannot be an alias: it would read as a version number"
+            if alias.strip()
+            else "an alias needs a name"
+        )
     version = resolve(session, reference)
     existing = session.get(ModelAlias, alias)
     if existing is None:
