@@ -79,6 +79,7 @@ def configure_logging(level: str | int = "INFO") -> None:
         handler.addFilter(LogIdsFilter())
         root.addHandler(handler)
     root.setLevel(level)
-    # TensorFlow and its friends are chatty at INFO.
-    for noisy in ("tensorflow", "absl", "h5py", "matplotlib", "PIL"):
+    # TensorFlow and its friends are chatty at INFO, and Alembic announces its
+    # dialect each time a command checks the schema.
+    for noisy in ("tensorflow", "absl", "h5py", "matplotlib", "PIL", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -17,11 +17,15 @@ def db_group() -> None:
 @click.option("--url", default=None, help="Database URL (default: IMGQ_DATABASE_URL).")
 def upgrade_command(url: str | None) -> None:
     """Bring the database to the current schema; safe to run again."""
-    upgrade(url)
     engine = get_engine(url)
-    click.echo(
-        f"{engine.url.render_as_string()} is at schema {current_revision(engine)}"
-    )
+    before = current_revision(engine)
+    upgrade(url)
+    after = current_revision(engine)
+    shown = engine.url.render_as_string()
+    if before == after:
+        click.echo(f"{shown} is at schema {after} already")
+    else:
+        click.echo(f"{shown} upgraded from schema {before} to {after}")
 
 
 @db_group.command("current")
