@@ -51,7 +51,9 @@ class ModelVersion(Base):
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     data_fingerprint: Mapped[str] = mapped_column(String(64))
     imgq_version: Mapped[str] = mapped_column(String(32))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow
+    )
 
 
 class ModelAlias(Base):
@@ -80,7 +82,9 @@ class Job(Base):
     queue: Mapped[str] = mapped_column(String(100), default="")
     total_images: Mapped[int] = mapped_column(Integer, default=0)
     queued_images: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow
+    )
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
@@ -94,7 +98,9 @@ class Image(Base):
     path: Mapped[str] = mapped_column(Text)
     true_label: Mapped[str | None] = mapped_column(String(200))
     size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow
+    )
 
 
 class JobImage(Base):
@@ -121,7 +127,9 @@ class Batch(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     state: Mapped[str] = mapped_column(String(20), default="queued")
     last_error: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow
+    )
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
@@ -130,7 +138,9 @@ class Prediction(Base):
 
     __tablename__ = "predictions"
     __table_args__ = (
-        UniqueConstraint("image_id", "model_version_id", name="uq_prediction_image_model"),
+        UniqueConstraint(
+            "image_id", "model_version_id", name="uq_prediction_image_model"
+        ),
         Index("ix_predictions_model_confidence", "model_version_id", "confidence"),
         Index("ix_predictions_model_label", "model_version_id", "label"),
         Index("ix_predictions_job", "job_id"),
@@ -140,7 +150,9 @@ class Prediction(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id"))
     model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
-    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    job_id: Mapped[int | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="SET NULL")
+    )
     batch_id: Mapped[int | None] = mapped_column(BigInteger)
     label: Mapped[str] = mapped_column(String(200))
     label_index: Mapped[int] = mapped_column(Integer)
@@ -149,7 +161,9 @@ class Prediction(Base):
     batch_images: Mapped[int] = mapped_column(Integer, default=0)
     decode_ms: Mapped[float] = mapped_column(Float, default=0.0)
     predict_ms: Mapped[float] = mapped_column(Float, default=0.0)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow
+    )
 
 
 class Failure(Base):
@@ -165,12 +179,16 @@ class Failure(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     image_id: Mapped[int | None] = mapped_column(ForeignKey("images.id"))
-    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    model_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_versions.id")
+    )
     path: Mapped[str] = mapped_column(Text)
     kind: Mapped[str] = mapped_column(String(50))
     message: Mapped[str] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=1)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow
+    )
 
 
 class Report(Base):
@@ -180,8 +198,12 @@ class Report(Base):
     __table_args__ = (Index("ix_reports_created", "created_at"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow
+    )
     model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
-    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    job_id: Mapped[int | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="SET NULL")
+    )
     filters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     path: Mapped[str] = mapped_column(Text)

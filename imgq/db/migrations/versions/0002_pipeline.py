@@ -63,7 +63,10 @@ def upgrade() -> None:
         "batches",
         sa.Column("id", BigId, primary_key=True),
         sa.Column(
-            "job_id", BigId, sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False
+            "job_id",
+            BigId,
+            sa.ForeignKey("jobs.id", ondelete="CASCADE"),
+            nullable=False,
         ),
         sa.Column("image_count", sa.Integer(), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
@@ -111,12 +114,13 @@ def upgrade() -> None:
         "failures",
         sa.Column("id", BigId, primary_key=True),
         sa.Column(
-            "job_id", BigId, sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False
+            "job_id",
+            BigId,
+            sa.ForeignKey("jobs.id", ondelete="CASCADE"),
+            nullable=False,
         ),
         sa.Column("image_id", BigId, sa.ForeignKey("images.id")),
-        sa.Column(
-            "model_version_id", sa.Integer(), sa.ForeignKey("model_versions.id")
-        ),
+        sa.Column("model_version_id", sa.Integer(), sa.ForeignKey("model_versions.id")),
         sa.Column("path", sa.Text(), nullable=False),
         sa.Column("kind", sa.String(50), nullable=False),
         sa.Column("message", sa.Text(), nullable=False),
