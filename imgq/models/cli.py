@@ -209,11 +209,11 @@ def _echo_training_summary(
     click.echo(
         f"  train accuracy {metrics['train_accuracy']:.4f}, validation accuracy "
         f"{metrics['validation_accuracy']:.4f}, "
-        f"train loss {metrics['train_loss']:.4f}, "
-        f"validation loss {metrics['validation_loss']:.4f}"
+        f"train loss {metrics['train_loss']:.4g}, "
+        f"validation loss {metrics['validation_loss']:.4g}"
     )
     click.echo(
-        f"  test loss {metrics['test_loss']:.4f}, "
+        f"  test loss {metrics['test_loss']:.4g}, "
         f"test accuracy {metrics['test_accuracy']:.4f}"
     )
     click.echo(f"  figures in {run_dir}")

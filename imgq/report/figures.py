@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 GRID_CELL_INCHES = 2.0
 GRID_TITLE_INCHES = 0.4
@@ -70,6 +71,7 @@ def learning_curves(history: dict[str, list[float]], path: Path, title: str) -> 
         validation = history.get(f"val_{metric}", [])
         axis.plot(epochs, validation, label=f"validation {metric}")
         axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_ylabel(metric)
         axis.legend()
         axis.grid(alpha=0.3)
