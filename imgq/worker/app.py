@@ -38,6 +38,9 @@ TASK_MODULES = [
     "imgq.report.tasks",
 ]
 CLASSIFY_TASK = "imgq.classify_chunk"
+# A pool process loads and warms up its model before it reports for work;
+# Celery's default of 4 s kills every replacement of a crashed one in a loop.
+POOL_PROCESS_START_SECONDS = 300.0
 
 
 def broker_transport_options(settings: Settings) -> dict[str, Any]:
@@ -79,6 +82,7 @@ def make_celery(settings: Settings) -> Celery:
         task_reject_on_worker_lost=True,
         task_acks_on_failure_or_timeout=True,
         worker_prefetch_multiplier=1,
+        worker_proc_alive_timeout=POOL_PROCESS_START_SECONDS,
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,
         worker_send_task_events=True,
