@@ -11,7 +11,13 @@ from PIL import Image
 from imgq.cli import main
 from imgq.config import get_settings
 from imgq.db.engine import session_scope
-from imgq.errors import EXIT_CONFIG, EXIT_DATABASE, EXIT_INPUT, EXIT_MODEL
+from imgq.errors import (
+    EXIT_CONFIG,
+    EXIT_DATABASE,
+    EXIT_INPUT,
+    EXIT_MODEL,
+    EXIT_USAGE,
+)
 from imgq.models import registry
 
 TRAINING_FIGURES = {
@@ -191,3 +197,15 @@ def test_unknown_log_level_exits_with_the_config_code() -> None:
 
     assert result.exit_code == EXIT_CONFIG
     assert "LOUD" in result.output
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [["--epochs", "0"], ["--batch-size", "0"], ["--patience", "-1"]],
+    ids=["no-epochs", "empty-batches", "negative-patience"],
+)
+def test_training_numbers_out_of_range_are_usage_errors(arguments: list[str]) -> None:
+    result = imgq("train", *arguments)
+
+    assert result.exit_code == EXIT_USAGE
+    assert "Invalid value" in result.output

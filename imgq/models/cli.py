@@ -50,7 +50,7 @@ def _runs_dir(name: str) -> Path:
 )
 @click.option(
     "--image-size",
-    type=int,
+    type=click.IntRange(min=8),
     default=28,
     show_default=True,
     help="Height and width of the model input (folder dataset).",
@@ -63,12 +63,22 @@ def _runs_dir(name: str) -> Path:
     help="1 for greyscale, 3 for colour (folder dataset).",
 )
 @click.option(
-    "--epochs", type=int, default=50, show_default=True, help="Most epochs to run."
+    "--epochs",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="Most epochs to run.",
 )
-@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=32,
+    show_default=True,
+    help="Training examples per gradient step.",
+)
 @click.option(
     "--patience",
-    type=int,
+    type=click.IntRange(min=0),
     default=5,
     show_default=True,
     help="Epochs without a better validation loss before stopping; 0 runs every epoch.",
