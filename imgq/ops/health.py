@@ -136,17 +136,24 @@ def _probe_engine(url: str, *, timeout: float) -> Engine:
 def check_workers(
     settings: Settings, *, timeout: float
 ) -> tuple[PartHealth, PartHealth]:
-    """The workers serving this deployment's queues, and their readiness."""
+    """The workers serving this deployment's queues, and their readiness.
+
+    Replies are matched by the queues they name, not by node name alone: two
+    deployments on one Redis may both run a worker called ``imgq-cpu@host``.
+    """
     queues = {settings.fresh_queue, settings.background_queue}
     app = make_celery(settings)
     with app.connection_for_write() as connection:
-        answers = app.control.inspect(
-            timeout=timeout, connection=connection
-        ).active_queues()
+        answers = app.control.broadcast(
+            "active_queues", reply=True, timeout=timeout, connection=connection
+        )
         nodes = sorted(
-            node
-            for node, node_queues in (answers or {}).items()
-            if queues & {queue["name"] for queue in node_queues or []}
+            {
+                node
+                for answer in answers or []
+                for node, node_queues in answer.items()
+                if queues & {queue["name"] for queue in node_queues or []}
+            }
         )
         if not nodes:
             reason = (
@@ -161,17 +168,20 @@ def check_workers(
             reply=True,
             timeout=timeout,
             destination=nodes,
-            limit=len(nodes),
             connection=connection,
         )
     workers = PartHealth("workers", True, ", ".join(nodes))
-    return workers, _readiness(nodes, replies or [])
+    return workers, _readiness(nodes, replies or [], queues=queues)
 
 
-def _readiness(nodes: list[str], replies: list[dict[str, Any]]) -> PartHealth:
+def _readiness(
+    nodes: list[str], replies: list[dict[str, Any]], *, queues: set[str]
+) -> PartHealth:
     answers: dict[str, dict[str, Any]] = {}
     for reply in replies:
-        answers.update(reply)
+        for node, answer in reply.items():
+            if queues & set(answer.get("queues", [])) or node not in answers:
+                answers[node] = answer
     ready: list[str] = []
     waiting: list[str] = []
     for node in nodes:
