@@ -18,9 +18,9 @@ import sqlalchemy as sa
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from imgq import config  # noqa: E402
-from imgq.db import engine as db_engine  # noqa: E402
-from imgq.db.migrate import upgrade  # noqa: E402
+from imgq import config
+from imgq.db import engine as db_engine
+from imgq.db.migrate import upgrade
 
 POSTGRES_URL = os.environ.get(
     "IMGQ_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -64,8 +64,10 @@ def _create_postgres_database() -> str:
     with admin.connect() as connection:
         connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
     admin.dispose()
-    return sa.engine.make_url(POSTGRES_URL).set(database=name).render_as_string(
-        hide_password=False
+    return (
+        sa.engine.make_url(POSTGRES_URL)
+        .set(database=name)
+        .render_as_string(hide_password=False)
     )
 
 
