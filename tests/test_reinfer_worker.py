@@ -172,6 +172,9 @@ def test_a_fresh_job_is_served_before_a_backlog_of_reinference(
     assert (background_after or 0) >= 140
 
 
+# The queries behind it run on both databases in test_reinfer.py; with the
+# test above, a worker runs re-inference on each of them.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_promote_reinfer_diff_and_roll_back(
     model_version: int,
     digits_model_file: dict[str, object],
