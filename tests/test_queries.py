@@ -45,7 +45,7 @@ def known(migrated: str, tmp_path: Path) -> Known:
     return fill(migrated, tmp_path / "images")
 
 
-def select_ids(result_filter: ResultFilter, order: Order = Order.ID) -> list[int]:
+def select_ids(result_filter: ResultFilter, order: Order = Order.IMAGE) -> list[int]:
     with connect() as connection:
         scope = resolve_scope(connection, result_filter, default_model=None)
         return [row.image_id for row in iter_results(connection, scope, order=order)]
@@ -156,7 +156,7 @@ def test_rows_carry_the_stored_values(known: Known) -> None:
     assert row.created_at == prediction_time(2, 1)
 
 
-def test_orders_sort_by_confidence_with_ids_breaking_ties(known: Known) -> None:
+def test_orders_sort_by_confidence_with_images_breaking_ties(known: Known) -> None:
     by_confidence = sorted(ROWS, key=lambda number: (ROWS[number][2], number))
     assert select_ids(ResultFilter(model="1"), Order.CONFIDENCE) == by_confidence
     highest_first = sorted(ROWS, key=lambda number: (-ROWS[number][2], number))

@@ -142,7 +142,12 @@ class Prediction(Base):
             "image_id", "model_version_id", name="uq_prediction_image_model"
         ),
         Index("ix_predictions_model_confidence", "model_version_id", "confidence"),
-        Index("ix_predictions_model_label", "model_version_id", "label"),
+        Index(
+            "ix_predictions_model_label_confidence",
+            "model_version_id",
+            "label",
+            "confidence",
+        ),
         Index("ix_predictions_job", "job_id"),
         Index("ix_predictions_created", "created_at"),
     )

@@ -153,10 +153,10 @@ def report_command(
 )
 @click.option(
     "--sort",
-    type=click.Choice(["id", "confidence", "-confidence"]),
-    default="id",
+    type=click.Choice(["image", "confidence", "-confidence"]),
+    default="image",
     show_default=True,
-    help="Order: as stored, lowest confidence first, or highest first.",
+    help="Order: by image (as submitted), lowest confidence first, or highest first.",
 )
 @click.option(
     "--format",

@@ -15,9 +15,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Select, case, func, select
+from sqlalchemy import Connection, FromClause, Select, case, func, select
 
-from imgq.report.queries import IMAGES, PREDICTIONS, STREAM_CHUNK, in_job
+from imgq.report.queries import (
+    IMAGES,
+    JOB_IMAGES,
+    PREDICTIONS,
+    STREAM_CHUNK,
+    join_job,
+    version_condition,
+)
 
 log = logging.getLogger(__name__)
 
@@ -123,33 +130,37 @@ def diff_summary(
 
     With ``low_confidence``, also the compared answers below it, of A and of B.
     """
-    transitions = select(_A.c.label, _B.c.label, func.count()).select_from(
-        _A.join(_B, _pair_condition(model_b))
+    threshold = 0.0 if low_confidence is None else low_confidence
+    low_a = func.sum(case((_A.c.confidence < threshold, 1), else_=0))
+    low_b = func.sum(case((_B.c.confidence < threshold, 1), else_=0))
+    transitions = (
+        select(_A.c.label, _B.c.label, func.count(), low_a, low_b)
+        .select_from(_pairs(model_b, job, whole_version=job is None))
+        .where(
+            version_condition(_A.c.model_version_id, model_a, whole_version=job is None)
+        )
+        .group_by(_A.c.label, _B.c.label)
     )
-    transitions = transitions.where(*_a_conditions(model_a, job)).group_by(
-        _A.c.label, _B.c.label
-    )
+    counts: dict[tuple[str, str], int] = {}
+    low_counts = [0, 0]
+    for label_a, label_b, count, below_a, below_b in connection.execute(transitions):
+        counts[(label_a, label_b)] = int(count)
+        low_counts[0] += int(below_a or 0)
+        low_counts[1] += int(below_b or 0)
     summary = DiffSummary(
         model_a=model_a,
         model_b=model_b,
         job=job,
         in_a=_count(connection, model_a, job),
         in_b=_count(connection, model_b, job),
-        transitions={
-            (label_a, label_b): int(count)
-            for label_a, label_b, count in connection.execute(transitions)
-        },
+        transitions=counts,
     )
     if low_confidence is not None:
-        low_a, low_b = _low_counts(
-            connection,
-            model_a=model_a,
-            model_b=model_b,
-            job=job,
-            threshold=low_confidence,
-        )
         summary = replace(
-            summary, low_confidence=low_confidence, low_a=low_a, low_b=low_b
+            summary,
+            low_confidence=low_confidence,
+            low_a=low_counts[0],
+            low_b=low_counts[1],
         )
     log.debug("diff %d -> %d: %d changed", model_a, model_b, summary.changed)
     return summary
@@ -169,13 +180,9 @@ def changes_statement(
             _B.c.label.label("label_b"),
             _B.c.confidence.label("confidence_b"),
         )
-        .select_from(
-            _A.join(_B, _pair_condition(model_b)).join(
-                IMAGES, IMAGES.c.id == _A.c.image_id
-            )
-        )
-        .where(*_a_conditions(model_a, job), _A.c.label != _B.c.label)
-        .order_by(_A.c.image_id)
+        .select_from(_pairs(model_b, job).join(IMAGES, IMAGES.c.id == _A.c.image_id))
+        .where(_A.c.model_version_id == model_a, _A.c.label != _B.c.label)
+        .order_by(JOB_IMAGES.c.image_id if job is not None else _A.c.image_id)
     )
     return statement if limit is None else statement.limit(limit)
 
@@ -205,41 +212,19 @@ def iter_changes(
         )
 
 
-def _pair_condition(model_b: int) -> ColumnElement[bool]:
-    return (_B.c.image_id == _A.c.image_id) & (_B.c.model_version_id == model_b)
-
-
-def _a_conditions(model_a: int, job: int | None) -> list[ColumnElement[bool]]:
-    conditions = [_A.c.model_version_id == model_a]
-    if job is not None:
-        conditions.append(in_job(_A.c.image_id, job))
-    return conditions
+def _pairs(model_b: int, job: int | None, *, whole_version: bool = False) -> FromClause:
+    """A's predictions (of the job) joined to B's for the same image."""
+    version_b = version_condition(
+        _B.c.model_version_id, model_b, whole_version=whole_version
+    )
+    pair = (_B.c.image_id == _A.c.image_id) & version_b
+    return join_job(_A, _A.c.image_id, job).join(_B, pair)
 
 
 def _count(connection: Connection, model_version_id: int, job: int | None) -> int:
-    conditions = [PREDICTIONS.c.model_version_id == model_version_id]
-    if job is not None:
-        conditions.append(in_job(PREDICTIONS.c.image_id, job))
-    statement = select(func.count()).select_from(PREDICTIONS).where(*conditions)
-    return int(connection.scalar(statement) or 0)
-
-
-def _low_counts(
-    connection: Connection,
-    *,
-    model_a: int,
-    model_b: int,
-    job: int | None,
-    threshold: float,
-) -> tuple[int, int]:
-    """Of the images both versions answered, those each answered below ``threshold``."""
     statement = (
-        select(
-            func.coalesce(func.sum(case((_A.c.confidence < threshold, 1), else_=0)), 0),
-            func.coalesce(func.sum(case((_B.c.confidence < threshold, 1), else_=0)), 0),
-        )
-        .select_from(_A.join(_B, _pair_condition(model_b)))
-        .where(*_a_conditions(model_a, job))
+        select(func.count())
+        .select_from(join_job(PREDICTIONS, PREDICTIONS.c.image_id, job))
+        .where(PREDICTIONS.c.model_version_id == model_version_id)
     )
-    low_a, low_b = connection.execute(statement).one()
-    return int(low_a), int(low_b)
+    return int(connection.scalar(statement) or 0)

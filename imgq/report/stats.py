@@ -34,7 +34,7 @@ from imgq.report.queries import (
     Scope,
     needs_images,
     prediction_conditions,
-    predictions_with_images,
+    scoped_predictions,
 )
 
 log = logging.getLogger(__name__)
@@ -196,8 +196,8 @@ def label_pairs(
     below = func.sum(case((PREDICTIONS.c.confidence < low_confidence, 1), else_=0))
     statement = (
         select(PREDICTIONS.c.label, IMAGES.c.true_label, func.count(), below)
-        .select_from(predictions_with_images())
-        .where(*prediction_conditions(scope))
+        .select_from(scoped_predictions(scope))
+        .where(*prediction_conditions(scope, in_image_order=True))
         .group_by(PREDICTIONS.c.label, IMAGES.c.true_label)
     )
     return {
@@ -211,7 +211,7 @@ def confidence_histogram_counts(
 ) -> tuple[list[int], float | None, float | None, float]:
     """Counts in 1000 equal confidence buckets, with the minimum, maximum and sum."""
     bucket = floor_bucket(PREDICTIONS.c.confidence * HISTOGRAM_BUCKETS)
-    source = predictions_with_images() if needs_images(scope.filter) else PREDICTIONS
+    source = scoped_predictions(scope, with_images=needs_images(scope.filter))
     statement = (
         select(
             bucket.label("bucket"),

@@ -1,4 +1,8 @@
-"""Rendered review reports.
+"""Rendered review reports; predictions by label come in confidence order.
+
+The index on (model version, label) gains the confidence, so the most
+confident predictions of a class (a report's samples per class, a listing of
+one label sorted by confidence) are read in order instead of sorted.
 
 Revision ID: 0003
 Revises: 0002
@@ -31,7 +35,17 @@ def upgrade() -> None:
         sa.Column("path", sa.Text(), nullable=False),
     )
     op.create_index("ix_reports_created", "reports", ["created_at"])
+    op.create_index(
+        "ix_predictions_model_label_confidence",
+        "predictions",
+        ["model_version_id", "label", "confidence"],
+    )
+    op.drop_index("ix_predictions_model_label", table_name="predictions")
 
 
 def downgrade() -> None:
+    op.create_index(
+        "ix_predictions_model_label", "predictions", ["model_version_id", "label"]
+    )
+    op.drop_index("ix_predictions_model_label_confidence", table_name="predictions")
     op.drop_table("reports")
