@@ -125,7 +125,7 @@ def register(model_path: Path, name: str) -> int:
 
 
 def submit_and_wait(
-    folder: Path, worker: subprocess.Popen[bytes], model: str
+    folder: Path, *, worker: subprocess.Popen[bytes], model: str
 ) -> tuple[int, float]:
     """Submit a folder as a fresh job; (images classified, seconds to done)."""
     from imgq.config import get_settings
@@ -161,7 +161,7 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-def run(workdir: Path, database_url: str, model_path: Path, name: str) -> None:
+def run(workdir: Path, *, database_url: str, model_path: Path, name: str) -> None:
     """Time (a) and (b) on one database and print them."""
     from imgq.db.engine import session_scope
     from imgq.db.migrate import upgrade
@@ -176,9 +176,9 @@ def run(workdir: Path, database_url: str, model_path: Path, name: str) -> None:
         registry.promote(session, first)
     worker = start_worker(workdir / f"worker-{name}.log")
     try:
-        submit_and_wait(workdir / "warm", worker, model=str(first))
+        submit_and_wait(workdir / "warm", worker=worker, model=str(first))
         done, fresh_seconds = submit_and_wait(
-            workdir / "digits", worker, model=str(first)
+            workdir / "digits", worker=worker, model=str(first)
         )
         print(
             f"(a) {name}: fresh job, {done:,} images in {fresh_seconds:.2f} s "
@@ -186,7 +186,7 @@ def run(workdir: Path, database_url: str, model_path: Path, name: str) -> None:
         )
 
         second = register(model_path, "bench-second")
-        submit_and_wait(workdir / "warm", worker, model=str(second))
+        submit_and_wait(workdir / "warm", worker=worker, model=str(second))
         chunk_size = int(os.environ.get("IMGQ_CHUNK_SIZE", "2048"))
         started = time.perf_counter()
         missing = count_missing(
@@ -262,11 +262,16 @@ def main() -> None:
 
         for name in arguments.databases.split(","):
             if name == "sqlite":
-                run(workdir, f"sqlite:///{workdir / 'bench.db'}", model_path, name)
+                run(
+                    workdir,
+                    database_url=f"sqlite:///{workdir / 'bench.db'}",
+                    model_path=model_path,
+                    name=name,
+                )
                 continue
             url = fresh_postgres_database()
             try:
-                run(workdir, url, model_path, name)
+                run(workdir, database_url=url, model_path=model_path, name=name)
             finally:
                 from imgq.db.engine import dispose_all
 
