@@ -13,10 +13,11 @@ import os
 import sys
 
 import click
+import sqlalchemy.exc
 
 from imgq import __version__
 from imgq.config import get_settings
-from imgq.errors import ImgqError
+from imgq.errors import EXIT_DATABASE, ImgqError
 from imgq.logs import configure_logging
 
 # Keep TensorFlow's C++ start-up chatter out of the user's terminal.
@@ -45,6 +46,11 @@ class ImgqGroup(click.Group):
         except ImgqError as error:
             click.echo(f"imgq: error: {error}", err=True)
             sys.exit(error.exit_code)
+        except sqlalchemy.exc.OperationalError as error:
+            # the database is down, unreachable, or refuses the connection
+            reason = str(error.orig or error).strip().splitlines()[0]
+            click.echo(f"imgq: error: database unavailable: {reason}", err=True)
+            sys.exit(EXIT_DATABASE)
 
 
 @click.group(cls=ImgqGroup, context_settings={"help_option_names": ["-h", "--help"]})

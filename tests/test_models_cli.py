@@ -209,3 +209,17 @@ def test_training_numbers_out_of_range_are_usage_errors(arguments: list[str]) ->
 
     assert result.exit_code == EXIT_USAGE
     assert "Invalid value" in result.output
+
+
+def test_unreachable_database_exits_with_the_database_code(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # nothing listens on port 1 of the loopback interface
+    monkeypatch.setenv("IMGQ_DATABASE_URL", "postgresql://postgres@127.0.0.1:1/imgq")
+    get_settings.cache_clear()
+
+    result = imgq("models", "list")
+
+    assert result.exit_code == EXIT_DATABASE
+    assert "imgq: error: database unavailable" in result.output
+    assert "Traceback" not in result.output
