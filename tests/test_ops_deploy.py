@@ -39,7 +39,8 @@ def compose() -> dict[str, Any]:
         cwd=ROOT,
     )
     assert finished.returncode == 0, finished.stderr
-    return yaml.safe_load(finished.stdout)  # type: ignore[no-any-return]
+    resolved: dict[str, Any] = yaml.safe_load(finished.stdout)
+    return resolved
 
 
 def test_flower_is_published_on_this_host_only_behind_basic_auth(

@@ -29,8 +29,8 @@ def _health(*arguments: str) -> Result:
 
 def _lines(result: Result) -> dict[str, str]:
     """{part: what follows its name} from the standard output of imgq health."""
-    lines = [line for line in result.stdout.splitlines() if line]
-    return dict(line.split(": ", 1) for line in lines)  # type: ignore[misc]
+    parts = [line.split(": ", 1) for line in result.stdout.splitlines() if line]
+    return {part: rest for part, rest in parts}
 
 
 def test_health_sees_redis_up_then_down(
