@@ -468,3 +468,18 @@ def test_a_job_of_another_version_scopes_to_that_version(known: Known) -> None:
         rows = list(iter_results(connection, scope))
     assert scope.model_version_id == 2
     assert [(row.image_id, row.label) for row in rows] == [(4, "2")]
+
+
+def test_version_wide_joins_read_in_image_order_on_sqlite_only() -> None:
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    from imgq.report.portable import version_condition
+    from imgq.report.queries import PREDICTIONS
+
+    condition = version_condition(PREDICTIONS.c.model_version_id, 3, whole_version=True)
+    assert str(condition.compile(dialect=sqlite.dialect())).startswith(
+        "+predictions.model_version_id ="
+    )
+    assert str(condition.compile(dialect=postgresql.dialect())).startswith(
+        "predictions.model_version_id ="
+    )

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from PIL import Image as PILImage
-from report_data import HOSTILE, UNREADABLE, Known, fill
+from report_data import HOSTILE, UNREADABLE, Known, fill, model_version_row
 
 from imgq.db.engine import get_engine
-from imgq.db.schema import Image, JobImage, Prediction, Report
+from imgq.db.schema import Image, JobImage, ModelVersion, Prediction, Report
 from imgq.report.plan import (
     GRID_LEAST_CONFIDENT,
     GRID_SAMPLES,
@@ -198,6 +198,21 @@ def test_page_escapes_hostile_labels_and_paths(known: Known, tmp_path: Path) -> 
     assert HOSTILE in parts.cells
     assert f"R: <script>alert(1)</script> P: {HOSTILE}" in parts.cells
     assert 60 not in record.unreadable
+
+
+def test_report_of_a_version_without_answers_still_renders(
+    known: Known, tmp_path: Path
+) -> None:
+    engine = get_engine(known.url)
+    with engine.begin() as connection:
+        connection.execute(sa.insert(ModelVersion), [model_version_row(3, "unused")])
+    record = build_report(
+        result_filter=ResultFilter(model="3"), rows=1, columns=2, output_dir=tmp_path
+    )
+    assert record.plan.stats.total == 0
+    assert all(grid.cells == [] for grid in record.plan.grids)
+    assert "Nothing to show." in record.path.read_text(encoding="utf-8")
+    assert (tmp_path / "confidence.png").is_file()
 
 
 def test_render_report_task_takes_and_returns_json(

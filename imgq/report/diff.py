@@ -17,13 +17,13 @@ from typing import Any
 
 from sqlalchemy import Connection, FromClause, Select, case, func, select
 
+from imgq.report.portable import version_condition
 from imgq.report.queries import (
     IMAGES,
     JOB_IMAGES,
     PREDICTIONS,
     STREAM_CHUNK,
     join_job,
-    version_condition,
 )
 
 log = logging.getLogger(__name__)

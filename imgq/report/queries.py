@@ -26,20 +26,17 @@ from sqlalchemy import (
     Connection,
     Engine,
     FromClause,
-    FunctionElement,
-    Integer,
     Select,
     Table,
     select,
 )
-from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.compiler import SQLCompiler
 
 from imgq.db.engine import get_engine, read_only
 from imgq.db.schema import Failure, Image, Job, JobImage, ModelVersion, Prediction
 from imgq.errors import InputError
 from imgq.models import registry
+from imgq.report.portable import version_condition
 
 log = logging.getLogger(__name__)
 
@@ -287,13 +284,13 @@ def needs_images(result_filter: ResultFilter) -> bool:
 
 
 def prediction_conditions(
-    scope: Scope, *, in_image_order: bool = False
+    scope: Scope, *, image_order: bool = False
 ) -> list[ColumnElement[bool]]:
     """WHERE conditions on ``predictions`` (joined to ``images``) for the scope.
 
     The job is not among them: :func:`scoped_predictions` joins its members.
-    ``in_image_order`` suits an aggregate over every image of a version
-    (see :class:`in_image_order`).
+    ``image_order`` suits an aggregate over every image of a version
+    (see :class:`imgq.report.portable.in_image_order`).
     """
     result_filter = scope.filter
     conditions: list[ColumnElement[bool]] = []
@@ -302,7 +299,7 @@ def prediction_conditions(
             version_condition(
                 PREDICTIONS.c.model_version_id,
                 scope.model_version_id,
-                whole_version=in_image_order and result_filter.job is None,
+                whole_version=image_order and result_filter.job is None,
             )
         )
     if result_filter.label is not None:
@@ -321,40 +318,6 @@ def prediction_conditions(
     if result_filter.until is not None:
         conditions.append(PREDICTIONS.c.created_at < result_filter.until)
     return conditions
-
-
-class in_image_order(FunctionElement[int]):  # noqa: N801 (an SQL construct)
-    """An integer column compared without its index: SQLite reads in image order.
-
-    On SQLite this is ``+column``, which keeps the planner from starting a
-    version-wide join at an index on the model version: it scans ``images``
-    (or ``predictions``) in id order instead and looks each row's partner up
-    by the unique (image, version) key, touching pages in order rather than at
-    random, several times faster on a large table. Other databases get the
-    plain column; PostgreSQL chooses hash joins for these by itself.
-    """
-
-    type = Integer()
-    inherit_cache = True
-
-
-@compiles(in_image_order)
-def _plain_column(element: in_image_order, compiler: SQLCompiler, **kw: Any) -> str:
-    return compiler.process(element.clauses, **kw)
-
-
-@compiles(in_image_order, "sqlite")
-def _unindexed_column(element: in_image_order, compiler: SQLCompiler, **kw: Any) -> str:
-    return f"+{compiler.process(element.clauses, **kw)}"
-
-
-def version_condition(
-    column: ColumnElement[Any], version: int, *, whole_version: bool
-) -> ColumnElement[bool]:
-    """``column = version``, read in image order when a whole version is joined."""
-    if whole_version:
-        return in_image_order(column) == version
-    return column == version
 
 
 def join_job(

@@ -18,15 +18,12 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Float,
-    FunctionElement,
-    Integer,
     case,
     func,
     select,
 )
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.compiler import SQLCompiler
 
+from imgq.report.portable import floor_bucket
 from imgq.report.queries import (
     FAILURES,
     IMAGES,
@@ -41,24 +38,6 @@ log = logging.getLogger(__name__)
 
 HISTOGRAM_BUCKETS = 1000
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
-
-
-class floor_bucket(FunctionElement[int]):  # noqa: N801 (an SQL function's name)
-    """``FLOOR(x)`` as an integer: CAST truncates on SQLite, FLOOR elsewhere."""
-
-    type = Integer()
-    inherit_cache = True
-
-
-@compiles(floor_bucket)
-def _floor_default(element: floor_bucket, compiler: SQLCompiler, **kw: Any) -> str:
-    return f"CAST(FLOOR({compiler.process(element.clauses, **kw)}) AS INTEGER)"
-
-
-@compiles(floor_bucket, "sqlite")
-def _floor_sqlite(element: floor_bucket, compiler: SQLCompiler, **kw: Any) -> str:
-    # confidences are never negative, so truncation is the floor
-    return f"CAST({compiler.process(element.clauses, **kw)} AS INTEGER)"
 
 
 @dataclass(frozen=True)
@@ -197,7 +176,7 @@ def label_pairs(
     statement = (
         select(PREDICTIONS.c.label, IMAGES.c.true_label, func.count(), below)
         .select_from(scoped_predictions(scope))
-        .where(*prediction_conditions(scope, in_image_order=True))
+        .where(*prediction_conditions(scope, image_order=True))
         .group_by(PREDICTIONS.c.label, IMAGES.c.true_label)
     )
     return {
