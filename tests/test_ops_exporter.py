@@ -124,3 +124,17 @@ def test_exporter_marks_a_source_it_cannot_read_as_down(
     assert not any(name == "imgq_queue_messages" for name, _ in samples)
     fresh = get_settings().fresh_queue
     assert value(samples, "imgq_jobs_in_progress", queue=fresh) == 0
+
+
+def test_exporter_marks_a_database_it_cannot_reach_as_down(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url = f"postgresql+psycopg://imgq:secret@127.0.0.1:{free_port()}/imgq"
+    set_env(monkeypatch, database_url=url)
+
+    samples = parse(generate_latest(cluster_registry(get_settings())).decode())
+
+    assert value(samples, "imgq_exporter_source_up", source="database") == 0
+    assert value(samples, "imgq_exporter_source_up", source="broker") == 1
+    assert value(samples, "imgq_queue_messages", queue=get_settings().fresh_queue) == 0
+    assert not any(name == "imgq_jobs_in_progress" for name, _ in samples)

@@ -20,11 +20,12 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
-from sqlalchemy import func, select
+from sqlalchemy import Engine, create_engine, func, select
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from imgq.config import Settings
-from imgq.db.engine import get_engine, read_only, session_scope
+from imgq.db.engine import get_engine, normalize_url, read_only, session_scope
 from imgq.db.jobs import BATCH_QUEUED, DONE
 from imgq.db.schema import Batch, Job
 from imgq.ops.worker import serve
@@ -33,6 +34,7 @@ from imgq.worker.app import embedded_queue_folder
 log = logging.getLogger(__name__)
 
 REDIS_TIMEOUT_SECONDS = 5.0
+DATABASE_TIMEOUT_SECONDS = 5
 # kombu keeps a Redis queue as one list per priority step: "name", "name\x06\x163" ...
 KOMBU_PRIORITY_STEPS = (0, 3, 6, 9)
 KOMBU_PRIORITY_SEPARATOR = "\x06\x16"
@@ -76,10 +78,24 @@ def _message_files(folder: Path, queue: str) -> int:
     return sum(1 for path in folder.iterdir() if path.name.partition(".")[2] == suffix)
 
 
-def job_backlog(settings: Settings) -> tuple[dict[str, int], dict[str, int]]:
+def database_engine(settings: Settings) -> Engine:
+    """The engine the exporter reads with; it gives up connecting quickly."""
+    url = normalize_url(settings.resolved_database_url)
+    if make_url(url).get_backend_name() == "postgresql":
+        # a scrape must not wait minutes for a database host that is gone
+        return create_engine(
+            url,
+            pool_pre_ping=True,
+            pool_size=1,
+            max_overflow=1,
+            connect_args={"connect_timeout": DATABASE_TIMEOUT_SECONDS},
+        )
+    return read_only(get_engine(url))
+
+
+def job_backlog(engine: Engine) -> tuple[dict[str, int], dict[str, int]]:
     """(jobs not done, images in queued batches), each by the job's queue."""
-    engine = get_engine(settings.resolved_database_url)
-    with session_scope(read_only(engine)) as session:
+    with session_scope(engine) as session:
         jobs = session.execute(
             select(Job.queue, func.count()).where(Job.state != DONE).group_by(Job.queue)
         ).tuples()
@@ -99,6 +115,7 @@ class ClusterCollector(Collector):
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.engine = database_engine(settings)
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily(
@@ -129,7 +146,7 @@ class ClusterCollector(Collector):
 
     def _backlog(self, up: GaugeMetricFamily) -> Iterator[Metric]:
         try:
-            jobs, images = job_backlog(self.settings)
+            jobs, images = job_backlog(self.engine)
         except SQLAlchemyError as error:
             log.warning("job backlog not read: %s", error)
             up.add_metric(["database"], 0)

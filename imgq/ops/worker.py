@@ -54,7 +54,11 @@ class Readiness:
 
 
 def metrics_folder(settings: Settings, node: str) -> Path:
-    """Where the worker ``node`` keeps its metric files."""
+    """Where the worker ``node`` keeps its metric files.
+
+    One folder per worker name, which Celery needs unique anyway: workers
+    sharing a data dir (a volume) each keep their own.
+    """
     return settings.data_dir.resolve() / "metrics" / node
 
 
