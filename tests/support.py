@@ -368,6 +368,9 @@ class TcpProxy:
     def close(self) -> None:
         """Refuse new connections and cut the open ones."""
         if self._listener is not None:
+            # shutdown wakes the thread blocked in accept(); close alone does not
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)
             self._listener.close()
             self._listener = None
         self.cut()

@@ -19,7 +19,7 @@ from support import wait_until
 
 from imgq.config import get_settings
 from imgq.db.engine import get_engine, read_only, session_scope
-from imgq.db.jobs import DONE
+from imgq.db.jobs import BATCH_QUEUED, DONE
 from imgq.db.schema import Batch, Failure, Job, JobImage, Prediction
 from imgq.producer.submit import SubmitResult
 from imgq.worker.app import reset_app
@@ -213,3 +213,25 @@ def fresh_celery_app() -> Iterator[None]:
         with contextlib.suppress(redis.RedisError):
             broker_client().delete(*keys)
         reset_app()
+
+
+def batch_in_flight(job_id: int) -> int:
+    """Wait until a batch of the job has written rows but not finished."""
+    wait_until(lambda: job_rows_written(job_id) > 0, timeout=120, what="the first rows")
+    with session_scope() as session:
+        started = session.scalars(
+            select(Batch.id).where(
+                Batch.job_id == job_id,
+                Batch.state == BATCH_QUEUED,
+                Batch.attempts > 0,
+            )
+        ).all()
+    assert len(started) == 1, f"expected one batch in flight, found {started}"
+    return started[0]
+
+
+def batch_state(batch_id: int) -> str:
+    with session_scope() as session:
+        state = session.scalar(select(Batch.state).where(Batch.id == batch_id))
+    assert state is not None
+    return state
