@@ -1,6 +1,7 @@
 # Everyday commands. `make demo` trains and evaluates a model on the embedded
-# default (SQLite under imgq-data/); `make test` starts the services the tests
-# need and runs the suite.
+# default (SQLite under imgq-data/), classifies the digits as image files with
+# `imgq run` and renders the review report; `make test` starts the services
+# the tests need and runs the suite.
 
 PYTHON ?= python3.11
 VENV := .venv
@@ -29,3 +30,6 @@ demo: install
 	$(DEMO) db upgrade
 	$(DEMO) train --dataset digits --arch cnn
 	$(DEMO) evaluate
+	$(DEMO) export-digits imgq-data/digits
+	$(DEMO) run imgq-data/digits --labels-from-dirs
+	$(DEMO) report

@@ -204,6 +204,9 @@ def run_command(
         def show(finished: int, total: int) -> None:
             bar.total = total
             bar.update(finished - bar.n)
+            if total and finished >= total:
+                # the rate shown stays the classifying rate, not the shutdown's
+                bar.close()
 
         result, counts = run_embedded(
             _candidates(sources, labels_from_dirs),

@@ -41,7 +41,7 @@ def use_embedded_queue() -> config.Settings:
 
 def start_worker() -> subprocess.Popen[bytes]:
     """An ``imgq worker`` process on the embedded queue, in one process."""
-    command = [sys.executable, "-m", "imgq", "worker", "--pool", "solo"]
+    command = [sys.executable, "-m", "imgq", "worker", "--pool", "solo", "--quiet"]
     return subprocess.Popen(command, env=os.environ.copy())
 
 

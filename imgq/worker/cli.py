@@ -47,8 +47,14 @@ log = logging.getLogger(__name__)
 @click.option(
     "--name", default=None, help="Worker node name (default: imgq-gpuN@host)."
 )
+@click.option("--quiet", is_flag=True, help="Leave out Celery's start-up banner.")
 def worker_command(
-    gpu: int | None, queues: str | None, concurrency: int, pool: str, name: str | None
+    gpu: int | None,
+    queues: str | None,
+    concurrency: int,
+    pool: str,
+    name: str | None,
+    quiet: bool,
 ) -> None:
     """Start a worker that classifies queued batches and stores the results.
 
@@ -79,7 +85,8 @@ def worker_command(
     # before the pool forks: its processes record metrics into this folder
     start_worker_ops(settings, node=node)
     get_app().worker_main(
-        [
+        (["--quiet"] if quiet else [])
+        + [
             "worker",
             "--queues",
             queue_list,
