@@ -102,10 +102,11 @@ def submit_command(
         f"{result.unreadable} unreadable"
     )
     if wait:
-        _wait_with_bar(result.job_id)
+        wait_with_progress(result.job_id)
 
 
-def _wait_with_bar(job_id: int) -> None:
+def wait_with_progress(job_id: int) -> None:
+    """Show a progress bar until the job is done, then print its counts."""
     from imgq.db.engine import session_scope
     from imgq.db.jobs import job_counts
     from imgq.producer.embedded import wait_for_job
@@ -130,7 +131,7 @@ def status_command(job_id: int, wait: bool) -> None:
     from imgq.db.jobs import job_counts
 
     if wait:
-        _wait_with_bar(job_id)
+        wait_with_progress(job_id)
         return
     with session_scope() as session:
         _print_counts(job_counts(session, job_id))

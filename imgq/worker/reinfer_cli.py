@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from imgq.config import get_settings
@@ -22,29 +20,6 @@ def print_reinfer_result(result: ReinferResult) -> None:
         f"job {result.job_id}: {result.queued} images queued in "
         f"{len(result.batches)} batches for model version {result.model_version_id} "
         f"on {get_settings().background_queue}"
-    )
-
-
-def wait_and_print(job_id: int) -> None:
-    """Show a progress bar until the job is done, then its counts."""
-    from tqdm import tqdm
-
-    from imgq.db.engine import session_scope
-    from imgq.db.jobs import job_counts
-    from imgq.producer.embedded import wait_for_job
-
-    with tqdm(desc=f"job {job_id}", unit=" images", file=sys.stderr) as bar:
-
-        def show(finished: int, total: int) -> None:
-            bar.total = total
-            bar.update(finished - bar.n)
-
-        wait_for_job(job_id, on_progress=show)
-    with session_scope() as session:
-        counts = job_counts(session, job_id)
-    click.echo(
-        f"job {job_id}: {counts.state}; {counts.total} images, {counts.done} "
-        f"classified, {counts.failed} failed, {counts.pending} pending"
     )
 
 
@@ -84,6 +59,7 @@ def reinfer_command(
     is missing no job is created, so running it again is harmless.
     """
     from imgq.db.migrate import require_current
+    from imgq.producer.cli import wait_with_progress
     from imgq.worker.reinfer import parse_since, reinfer
 
     require_current()
@@ -95,7 +71,7 @@ def reinfer_command(
     )
     print_reinfer_result(result)
     if wait and result.job_id is not None:
-        wait_and_print(result.job_id)
+        wait_with_progress(result.job_id)
 
 
 @click.command("beat")
