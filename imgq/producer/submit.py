@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from itertools import islice
+from itertools import chain, islice
 from typing import Any
 
 from sqlalchemy import func, select
@@ -26,7 +26,7 @@ from imgq.db import bulk
 from imgq.db.engine import session_scope
 from imgq.db.jobs import QUEUED, SUBMITTING, finish_if_complete
 from imgq.db.schema import Batch, Failure, Image, Job, JobImage, Prediction
-from imgq.errors import QueueError
+from imgq.errors import InputError, QueueError
 from imgq.models import registry
 from imgq.models.preprocessing import KIND_MISSING, KIND_UNREADABLE
 from imgq.producer.paths import Candidate
@@ -90,6 +90,9 @@ def submit(
     """Register every candidate path as part of a new job and queue its images."""
     settings = settings or get_settings()
     queue = queue or settings.fresh_queue
+    # a refused or unreadable source raises here, before there is a job
+    chunks = _chunks(candidates, settings.chunk_size)
+    first = next(chunks, [])
     with session_scope() as session:
         version = registry.resolve(session, model_reference or settings.model)
         job = create_job(
@@ -102,12 +105,21 @@ def submit(
         result = SubmitResult(job_id=job.id, model_version_id=version.id)
     log.info("job=%d: submitting to model version %d", result.job_id, version.id)
 
-    with ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="hash") as pool:
-        for chunk in _chunks(candidates, settings.chunk_size):
-            hashed = list(pool.map(_hash_file, chunk))
-            _register_chunk(hashed, result=result, queue=queue, settings=settings)
-            if on_progress:
-                on_progress(len(chunk))
+    try:
+        with ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="hash") as pool:
+            for chunk in chain([first] if first else [], chunks):
+                hashed = list(pool.map(_hash_file, chunk))
+                _register_chunk(hashed, result=result, queue=queue, settings=settings)
+                if on_progress:
+                    on_progress(len(chunk))
+    except InputError:
+        # a later source was refused: the job keeps what came before it
+        close_submission(
+            result.job_id,
+            total=result.images + result.refused + result.unreadable,
+            queued=result.queued,
+        )
+        raise
 
     close_submission(
         result.job_id,
