@@ -42,22 +42,32 @@ def digit_image(index: int) -> tuple[Image.Image, int]:
     return image.copy(), label
 
 
-def write_digits(folder: Path, count: int, *, start: int = 0) -> list[Path]:
-    """``count`` distinct digit PNGs in class subfolders.
+def write_digit(path: Path, index: int) -> Path:
+    """Digit number ``index`` as a PNG at ``path``, distinct from every other.
 
-    Each file carries its number in a text chunk, so every file is a distinct
-    image (content hash) even when two digits have the same pixels.
+    The file carries its number in a text chunk, so two digits with the same
+    pixels are still two images (content hash).
     """
-    paths = []
-    for number in range(start, start + count):
-        image, label = digit_image(number)
-        path = folder / str(label) / f"digit-{number:06d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        info = PngInfo()
-        info.add_text("imgq-test", str(number))
-        image.save(path, pnginfo=info)
-        paths.append(path)
-    return paths
+    image, _ = digit_image(index)
+    info = PngInfo()
+    info.add_text("imgq-test", str(index))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, "PNG", pnginfo=info)
+    return path
+
+
+def digit_path(folder: Path, index: int) -> Path:
+    """Where :func:`write_digits` puts digit ``index``: in its class subfolder."""
+    _, label = digit_image(index)
+    return folder / str(label) / f"digit-{index:06d}.png"
+
+
+def write_digits(folder: Path, count: int, *, start: int = 0) -> list[Path]:
+    """``count`` distinct digit PNGs in class subfolders."""
+    return [
+        write_digit(digit_path(folder, index), index)
+        for index in range(start, start + count)
+    ]
 
 
 # ------------------------------------------------------------- end state
@@ -164,9 +174,9 @@ def job_rows_written(job_id: int) -> int:
     return int(predictions or 0) + int(failures or 0)
 
 
-def batch_attempts(job_id: int) -> dict[int, int]:
+def batch_attempts(job_id: int, url: str | None = None) -> dict[int, int]:
     """Attempts per batch of a job."""
-    with session_scope(read_only(get_engine())) as session:
+    with session_scope(read_only(get_engine(url))) as session:
         rows = session.execute(
             select(Batch.id, Batch.attempts).where(Batch.job_id == job_id)
         ).tuples()
