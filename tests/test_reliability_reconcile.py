@@ -78,7 +78,7 @@ def test_reconciler_requeues_the_images_of_a_job_whose_messages_were_lost(
     assert early.images_requeued == 0
     assert queued_messages() == 0
 
-    later = created + timedelta(seconds=GRACE + 1)
+    later = created + timedelta(seconds=2 * GRACE)
     result = reconcile(grace=GRACE, now=later)
     assert (result.jobs_requeued, result.images_requeued) == (1, 40)
     assert queued_messages() == 3
@@ -103,7 +103,7 @@ def test_reconciler_skips_images_with_a_result_and_closes_finished_jobs(
             Failure(job_id=job_id, image_id=image_id, path="x", kind="k", message="m")
             for image_id in image_ids[:15]
         )
-    now = _created_at(job_id) + timedelta(seconds=GRACE + 1)
+    now = _created_at(job_id) + timedelta(seconds=2 * GRACE)
 
     partial = reconcile(grace=GRACE, now=now)
     assert partial.images_requeued == 5
@@ -119,13 +119,40 @@ def test_reconciler_skips_images_with_a_result_and_closes_finished_jobs(
             Failure(job_id=job_id, image_id=image_id, path="x", kind="k", message="m")
             for image_id in image_ids[15:]
         )
-    later = now + timedelta(seconds=GRACE + 1)
+    later = now + timedelta(seconds=2 * GRACE)
     closing = reconcile(grace=GRACE, now=later)
     assert (closing.images_requeued, closing.jobs_closed) == (0, 1)
     assert _batch_states(job_id)[-1] == BATCH_DONE
     with session_scope() as session:
         job = session.get(Job, job_id)
         assert job is not None and job.state == DONE
+
+
+def test_reconciler_leaves_a_job_that_is_making_progress_alone(
+    model_version: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    set_env(monkeypatch, chunk_size=16)
+    job_id = _submit_and_lose_the_queue(tmp_path / "images", 20)
+    now = _created_at(job_id) + timedelta(seconds=10 * GRACE)
+    with session_scope() as session:
+        image_id = session.scalars(
+            select(JobImage.image_id).where(JobImage.job_id == job_id)
+        ).first()
+        # a worker wrote a row of this job a moment ago
+        session.add(
+            Failure(
+                job_id=job_id,
+                image_id=image_id,
+                path="x",
+                kind="k",
+                message="m",
+                created_at=now - timedelta(seconds=GRACE / 2),
+            )
+        )
+
+    assert reconcile(grace=GRACE, now=now).images_requeued == 0
+    later = now + timedelta(seconds=GRACE)
+    assert reconcile(grace=GRACE, now=later).images_requeued == 19
 
 
 def test_reconcile_command_reports_what_it_requeued(

@@ -4,16 +4,17 @@ A job stays open while one of its batches is queued. If the broker loses a
 batch's message (Redis restarted without its append-only file, a deleted
 key, a producer that died between its commit and its send), nothing would
 ever close the job. Every ``reconcile_interval`` seconds Celery beat runs
-:func:`reconcile`: an open job whose newest batch is older than
-``reconcile_grace`` seconds gets its images that have neither a prediction
-nor a failure queued again, in new batches; its old open batches are closed
-as ``requeued``, keeping the count of images they finished.
+:func:`reconcile`: an open job with no activity (no batch queued or ended,
+no row written) for ``reconcile_grace`` seconds gets its images that have
+neither a prediction nor a failure queued again, in new batches; its old
+open batches are closed as ``requeued``, keeping the count of images they
+finished. A job that is being worked is never touched.
 
 Re-queuing is safe because the work is idempotent: a message that was late
 rather than lost ends in the same single row per image. It costs work, not
-rows, so keep the grace above the longest wait of a message in the queue
-plus the visibility timeout. TensorFlow is not imported here: beat loads
-this module.
+rows, so keep the grace above the visibility timeout and above the longest
+time a job may wait behind others in the queue. TensorFlow is not imported
+here: beat loads this module.
 """
 
 from __future__ import annotations
@@ -114,24 +115,38 @@ def reconcile(
 
 
 def _idle_jobs(cutoff: datetime) -> list[int]:
-    """Open jobs with no batch created since ``cutoff``."""
-    newest_batch = (
-        select(func.max(Batch.created_at))
-        .where(Batch.job_id == Job.id)
-        .scalar_subquery()
-    )
+    """Open jobs created before ``cutoff`` and with no activity since."""
     with session_scope(read_only(get_engine())) as session:
-        return list(
-            session.scalars(
-                select(Job.id)
-                .where(
-                    Job.state.in_(RECONCILED_JOB_STATES),
-                    Job.created_at < cutoff,
-                    func.coalesce(newest_batch, Job.created_at) < cutoff,
-                )
-                .order_by(Job.id)
-            )
+        open_jobs = session.scalars(
+            select(Job.id)
+            .where(Job.state.in_(RECONCILED_JOB_STATES), Job.created_at < cutoff)
+            .order_by(Job.id)
+        ).all()
+        return [
+            job_id for job_id in open_jobs if _last_activity(session, job_id) < cutoff
+        ]
+
+
+def _last_activity(session: Session, job_id: int) -> datetime:
+    """When the job last changed: created, a batch queued or ended, a row written."""
+    moments = session.execute(
+        select(
+            select(Job.created_at).where(Job.id == job_id).scalar_subquery(),
+            select(func.max(Batch.created_at))
+            .where(Batch.job_id == job_id)
+            .scalar_subquery(),
+            select(func.max(Batch.finished_at))
+            .where(Batch.job_id == job_id)
+            .scalar_subquery(),
+            select(func.max(Prediction.created_at))
+            .where(Prediction.job_id == job_id)
+            .scalar_subquery(),
+            select(func.max(Failure.created_at))
+            .where(Failure.job_id == job_id)
+            .scalar_subquery(),
         )
+    ).one()
+    return max(_aware(moment) for moment in moments if moment is not None)
 
 
 def _reconcile_job(
@@ -147,12 +162,9 @@ def _reconcile_job(
     job = session.scalars(
         select(Job).where(Job.id == job_id).with_for_update()
     ).one_or_none()
-    newest = session.scalar(
-        select(func.max(Batch.created_at)).where(Batch.job_id == job_id)
-    )
     if job is None or job.state not in RECONCILED_JOB_STATES:
         return None
-    if newest is not None and _aware(newest) >= cutoff:
+    if _last_activity(session, job_id) >= cutoff:
         return None
 
     unfinished = _unfinished_images(session, job)
@@ -174,8 +186,8 @@ def _reconcile_job(
         session, job_id, unfinished, chunk_size=settings.chunk_size, now=now
     )
     log.warning(
-        "job=%d: %d images without a result and no batch since %s; re-queued in "
-        "batches %s",
+        "job=%d: %d images without a result and no activity since %s; re-queued "
+        "in batches %s",
         job_id,
         len(unfinished),
         cutoff.isoformat(timespec="seconds"),
