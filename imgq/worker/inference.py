@@ -83,6 +83,9 @@ class BatchClassifier:
             return tf.cast(model(images, training=False), tf.float32)
 
         self.forward = forward
+        # One input buffer for every batch: a fresh 1-100 MB array per batch
+        # costs page faults; predict() is synchronous, so reuse is safe.
+        self._inputs = np.zeros(self.input_shape, dtype=np.float32)
         self._pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
 
     @property
@@ -140,7 +143,7 @@ class BatchClassifier:
     ) -> BatchResult:
         good_ids: list[int] = []
         failures: list[tuple[int, str, str, str]] = []
-        inputs = np.zeros(self.input_shape, dtype=np.float32)
+        inputs = self._inputs
         for (image_id, path), (array, _) in zip(batch, decoded, strict=True):
             if isinstance(array, ImageError):
                 log.warning("image %d %s: %s", image_id, array.kind, array.message)
@@ -148,6 +151,8 @@ class BatchClassifier:
                 continue
             inputs[len(good_ids)] = array
             good_ids.append(image_id)
+        # padding rows: zeros, so a batch's answers never depend on the last one
+        inputs[len(good_ids) :] = 0.0
         decode_ms = sum(seconds for _, seconds in decoded) * 1000
 
         started = time.perf_counter()
