@@ -83,6 +83,10 @@ def make_celery(settings: Settings) -> Celery:
         task_acks_on_failure_or_timeout=True,
         worker_prefetch_multiplier=1,
         worker_proc_alive_timeout=POOL_PROCESS_START_SECONDS,
+        # A batch whose broker connection drops runs to its end; kombu has put
+        # its message back, and the second run skips the rows already written.
+        # Cancelling it instead would kill the pool process and its model.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,
         worker_send_task_events=True,
