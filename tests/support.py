@@ -193,17 +193,20 @@ def worker_env(**overrides: object) -> dict[str, str]:
 
 @contextlib.contextmanager
 def running_workers(
-    tmp_path: Path, count: int = 1, *, ready: bool = True, **kwargs: object
+    folder: Path,
+    count: int = 1,
+    *,
+    ready: bool = True,
+    env: dict[str, str] | None = None,
 ) -> Iterator[list[WorkerProcess]]:
-    """Start ``count`` workers, wait for them, and stop them afterwards.
+    """Start ``count`` workers, wait until they are ready, stop them afterwards.
 
-    ``env`` and the worker options are taken from ``kwargs``; without
-    ``env`` the worker gets this process's environment.
+    Without ``env`` a worker gets this process's environment, so the test's
+    ``IMGQ_*`` settings; its log is ``folder/worker-N.log``.
     """
-    env = kwargs.pop("env", None) or worker_env()
-    assert isinstance(env, dict)
+    env = env or worker_env()
     workers = [
-        WorkerProcess(tmp_path / f"worker-{number}.log", env=env, **kwargs)  # type: ignore[arg-type]
+        WorkerProcess(folder / f"worker-{number}.log", env=env)
         for number in range(count)
     ]
     try:

@@ -43,6 +43,7 @@ from support_jobs import (
     broker_client,
     digit_path,
     end_state,
+    queued_messages,
     submit_sources,
     wait_for_done,
     write_digit,
@@ -99,6 +100,7 @@ class Run:
     peak_after_kib: int = 0
     rows_before_redelivery: int = 0
     rows_after_redelivery: int = 0
+    messages_left: int = -1
     attempts_after_redelivery: dict[int, int] = field(default_factory=dict)
 
     def path(self, name: str) -> str:
@@ -195,6 +197,7 @@ def _run_pipeline(run: Run, model_file: dict[str, object]) -> Run:
         _run_bomb_job(run, worker)
         _deliver_again(run, job, raw_messages)
         worker.raise_if_exited()
+        run.messages_left = queued_messages()
     finally:
         worker.stop()
         run.log = worker.log()
@@ -409,6 +412,7 @@ def test_pickled_message_is_discarded_unexecuted_and_the_worker_goes_on(
 ) -> None:
     assert not run.marker.exists(), "the pickle was loaded"
     assert "Refusing to deserialize untrusted content of type pickle" in run.log
+    assert run.messages_left == 0, "the refused message was dropped, not requeued"
     # the job queued behind the pickled message was worked and finished
     end_state(run.jobs["bad"], run.url).check()
 
