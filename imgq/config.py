@@ -90,7 +90,10 @@ class Settings:
         minimum=1,
     )
     decode_threads: int = _setting(
-        4, "Threads decoding images while the model runs the previous batch.", minimum=1
+        0,
+        "Threads decoding images while the model runs the previous batch; 0 means "
+        "one less than the CPU count, at most 8 (the model needs cores too).",
+        minimum=0,
     )
     fresh_queue: str = _setting(
         "imgq.fresh", "Queue for freshly submitted jobs.", required=True
@@ -236,6 +239,12 @@ class Settings:
             if str(self.report_dir) not in ("", ".")
             else (self.data_dir / "reports")
         )
+
+    @property
+    def resolved_decode_threads(self) -> int:
+        if self.decode_threads:
+            return self.decode_threads
+        return max(1, min(8, (os.cpu_count() or 2) - 1))
 
     @property
     def resolved_broker_url(self) -> str:

@@ -120,3 +120,11 @@ def test_get_settings_reads_the_process_environment(
     get_settings.cache_clear()
 
     assert get_settings().decode_threads == 7
+
+
+def test_decode_threads_default_leaves_a_core_for_the_model() -> None:
+    automatic = Settings().resolved_decode_threads
+    chosen = Settings(decode_threads=3).resolved_decode_threads
+
+    assert automatic == max(1, min(8, (os.cpu_count() or 2) - 1))
+    assert chosen == 3

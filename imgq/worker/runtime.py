@@ -65,7 +65,7 @@ def classifier_for(model_version_id: int) -> BatchClassifier:
         classifier = BatchClassifier(
             loaded,
             batch_size=settings.batch_size,
-            decode_threads=settings.decode_threads,
+            decode_threads=settings.resolved_decode_threads,
             limits=decode_limits(),
             slow_seconds=settings.slow_model_seconds,
         )
