@@ -263,15 +263,17 @@ def producer_memory(
         file.write("path\n")
         for number in range(lines):
             file.write(f"{paths[number % len(paths)]}\n")
-    # the child reports its own peak: earlier children (workers) would mask it
+    # VmHWM, not ru_maxrss: ru_maxrss keeps the peak of the forked parent
+    # (this process, TensorFlow loaded) across the exec
     program = (
-        "import resource, sys\n"
+        "import sys\n"
         "from imgq.cli import main\n"
         "try:\n"
         "    main(['submit', sys.argv[1]])\n"
         "except SystemExit:\n"
         "    pass\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+        "status = open('/proc/self/status').read().split('VmHWM:')[1]\n"
+        "print(status.split()[0], file=sys.stderr)\n"
     )
     started = time.perf_counter()
     finished = subprocess.run(
