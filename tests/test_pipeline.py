@@ -20,13 +20,13 @@ from imgq.worker.app import reset_app
 pytestmark = pytest.mark.slow
 
 
-def _submit_folder(folder: Path, **options: object) -> int:
+def _submit_folder(folder: Path) -> int:
     from imgq.config import get_settings
 
     reset_app()
     roots = get_settings().resolved_allowed_roots
     candidates = iter_candidates([str(folder)], roots=roots, labels_from_dirs=True)
-    return submit(candidates, source=str(folder), **options).job_id  # type: ignore[arg-type]
+    return submit(candidates, source=str(folder)).job_id
 
 
 def _row_counts() -> dict[str, int]:
