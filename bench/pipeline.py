@@ -29,30 +29,16 @@ import sqlalchemy as sa
 from PIL import Image
 
 HERE = Path(__file__).resolve().parent
-POSTGRES_URL = os.environ.get(
-    "IMGQ_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+sys.path.insert(0, str(HERE))
+
+from harness import (  # noqa: E402  (a sibling script module, found via HERE)
+    configure,
+    drop_postgres_database,
+    fresh_postgres_database,
+    start_worker,
+    stop,
+    submit_and_wait,
 )
-REDIS_URL = os.environ.get("IMGQ_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
-def configure(workdir: Path, database_url: str) -> None:
-    """Point imgq in this process (and the workers it starts) at ``workdir``."""
-    from imgq import config
-    from imgq.worker.app import reset_app
-
-    suffix = uuid.uuid4().hex[:8]
-    os.environ.update(
-        IMGQ_DATA_DIR=str(workdir / "data"),
-        IMGQ_DATABASE_URL=database_url,
-        IMGQ_ALLOWED_ROOTS=str(workdir),
-        IMGQ_BROKER_URL=REDIS_URL,
-        IMGQ_FRESH_QUEUE=f"bench.fresh.{suffix}",
-        IMGQ_BACKGROUND_QUEUE=f"bench.background.{suffix}",
-        IMGQ_LOG_LEVEL="WARNING",
-        TF_CPP_MIN_LOG_LEVEL="2",
-    )
-    config.get_settings.cache_clear()
-    reset_app()
 
 
 def write_images(folder: Path, count: int) -> list[Path]:
@@ -140,40 +126,6 @@ def bare_model(model_path: Path, batch_size: int, seconds: float) -> float:
     return rate
 
 
-def start_worker(log_path: Path) -> subprocess.Popen[bytes]:
-    log = open(log_path, "wb")  # noqa: SIM115
-    return subprocess.Popen(
-        [sys.executable, "-m", "imgq", "worker"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=os.environ.copy(),
-    )
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(60)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-def submit_and_wait(folder: Path, worker: subprocess.Popen[bytes]) -> tuple[int, float]:
-    from imgq.config import get_settings
-    from imgq.producer.embedded import wait_for_job
-    from imgq.producer.paths import iter_candidates
-    from imgq.producer.submit import submit
-
-    started = time.perf_counter()
-    candidates = iter_candidates(
-        [str(folder)], roots=get_settings().resolved_allowed_roots
-    )
-    result = submit(candidates, source=str(folder))
-    counts = wait_for_job(result.job_id, worker=worker, poll_seconds=0.05)
-    return counts.done, time.perf_counter() - started
-
-
 def end_to_end(workdir: Path, database_url: str, model_path: Path, name: str) -> float:
     """Images per second from submit to committed rows, one worker."""
     configure(workdir, database_url)
@@ -183,8 +135,8 @@ def end_to_end(workdir: Path, database_url: str, model_path: Path, name: str) ->
     worker = start_worker(workdir / f"worker-{name}.log")
     try:
         # the first job waits for the worker's start and model warm-up
-        submit_and_wait(warm_up_folder, worker)
-        done, seconds = submit_and_wait(workdir / "images", worker)
+        submit_and_wait(warm_up_folder, worker=worker)
+        done, seconds = submit_and_wait(workdir / "images", worker=worker)
     finally:
         stop(worker)
     print(f"  {name}: {done} images in {seconds:.2f} s")
@@ -222,7 +174,6 @@ def naive(workdir: Path, model_path: Path, paths: list[Path]) -> float:
         stderr=subprocess.STDOUT,
         cwd=HERE,
     )
-    sys.path.insert(0, str(HERE))
     os.environ["NAIVE_QUEUE"] = queue
     import naive_worker
 
@@ -320,9 +271,13 @@ def main() -> None:
         for name in arguments.databases.split(","):
             if name == "sqlite":
                 url = f"sqlite:///{workdir / 'bench.db'}"
+                rates[name] = end_to_end(workdir, url, model_path, name)
             else:
-                url = _fresh_postgres_database()
-            rates[name] = end_to_end(workdir, url, model_path, name)
+                url = fresh_postgres_database()
+                try:
+                    rates[name] = end_to_end(workdir, url, model_path, name)
+                finally:
+                    drop_postgres_database(url)
             print(
                 f"(b) end to end through Redis, one worker, {name}: "
                 f"{rates[name]:,.0f} images/s"
@@ -341,19 +296,6 @@ def main() -> None:
                     f"producer, manifest of {lines:,} lines: peak RSS "
                     f"{peak:,.0f} MiB, {seconds:.1f} s"
                 )
-
-
-def _fresh_postgres_database() -> str:
-    name = f"imgq_bench_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    admin.dispose()
-    return (
-        sa.engine.make_url(POSTGRES_URL)
-        .set(database=name)
-        .render_as_string(hide_password=False)
-    )
 
 
 if __name__ == "__main__":

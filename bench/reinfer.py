@@ -26,40 +26,23 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
 import redis
-import sqlalchemy as sa
 from PIL import Image
 
-POSTGRES_URL = os.environ.get(
-    "IMGQ_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import (
+    REDIS_URL,
+    configure,
+    drop_postgres_database,
+    fresh_postgres_database,
+    start_worker,
+    stop,
+    submit_and_wait,
 )
-REDIS_URL = os.environ.get("IMGQ_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
-def configure(workdir: Path, database_url: str) -> tuple[str, str]:
-    """Point imgq here and in its workers at ``workdir``; returns the queues."""
-    from imgq import config
-    from imgq.worker.app import reset_app
-
-    suffix = uuid.uuid4().hex[:8]
-    queues = (f"bench.fresh.{suffix}", f"bench.background.{suffix}")
-    os.environ.update(
-        IMGQ_DATA_DIR=str(workdir / "data"),
-        IMGQ_DATABASE_URL=database_url,
-        IMGQ_ALLOWED_ROOTS=str(workdir),
-        IMGQ_BROKER_URL=REDIS_URL,
-        IMGQ_FRESH_QUEUE=queues[0],
-        IMGQ_BACKGROUND_QUEUE=queues[1],
-        IMGQ_LOG_LEVEL="WARNING",
-        TF_CPP_MIN_LOG_LEVEL="2",
-    )
-    config.get_settings.cache_clear()
-    reset_app()
-    return queues
 
 
 def export_digits(folder: Path, copies: int) -> int:
@@ -124,43 +107,6 @@ def register(model_path: Path, name: str) -> int:
         ).id
 
 
-def submit_and_wait(
-    folder: Path, *, worker: subprocess.Popen[bytes], model: str
-) -> tuple[int, float]:
-    """Submit a folder as a fresh job; (images classified, seconds to done)."""
-    from imgq.config import get_settings
-    from imgq.producer.embedded import wait_for_job
-    from imgq.producer.paths import iter_candidates
-    from imgq.producer.submit import submit
-
-    started = time.perf_counter()
-    candidates = iter_candidates(
-        [str(folder)], roots=get_settings().resolved_allowed_roots
-    )
-    result = submit(candidates, source=str(folder), model_reference=model)
-    counts = wait_for_job(result.job_id, worker=worker, poll_seconds=0.05)
-    return counts.done, time.perf_counter() - started
-
-
-def start_worker(log_path: Path) -> subprocess.Popen[bytes]:
-    log = open(log_path, "wb")  # noqa: SIM115
-    return subprocess.Popen(
-        [sys.executable, "-m", "imgq", "worker"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=os.environ.copy(),
-    )
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(60)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 def run(workdir: Path, *, database_url: str, model_path: Path, name: str) -> None:
     """Time (a) and (b) on one database and print them."""
     from imgq.db.engine import session_scope
@@ -216,27 +162,6 @@ def run(workdir: Path, *, database_url: str, model_path: Path, name: str) -> Non
         f"{reinfer_seconds / fresh_seconds:.2f}; a second run queued "
         f"{again.queued} images (job {again.job_id}) in {again_seconds:.3f} s"
     )
-
-
-def fresh_postgres_database() -> str:
-    name = f"imgq_bench_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    admin.dispose()
-    return (
-        sa.engine.make_url(POSTGRES_URL)
-        .set(database=name)
-        .render_as_string(hide_password=False)
-    )
-
-
-def drop_postgres_database(url: str) -> None:
-    name = sa.engine.make_url(url).database
-    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.dispose()
 
 
 def main() -> None:
