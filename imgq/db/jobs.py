@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from sqlalchemy import and_, exists, func, select, update
 from sqlalchemy.orm import Session
 
+from imgq.db.engine import session_scope
 from imgq.db.schema import Batch, Failure, Job, JobImage, Prediction
 
 SUBMITTING = "submitting"
@@ -53,6 +54,23 @@ def finish_if_complete(session: Session, job_id: int) -> bool:
         .values(state=DONE, finished_at=datetime.now(UTC))
     )
     return bool(getattr(result, "rowcount", 0))
+
+
+def close_batch(job_id: int, batch_id: int, state: str) -> None:
+    """Record a batch as ended, then close its job if it was the last one.
+
+    Two transactions on purpose: under READ COMMITTED two workers ending the
+    last two batches in one transaction each could each see the other's batch
+    still open, and neither would close the job.
+    """
+    with session_scope() as session:
+        session.execute(
+            update(Batch)
+            .where(Batch.id == batch_id)
+            .values(state=state, finished_at=datetime.now(UTC))
+        )
+    with session_scope() as session:
+        finish_if_complete(session, job_id)
 
 
 def job_progress(session: Session, job_id: int) -> tuple[int, int]:

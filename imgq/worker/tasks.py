@@ -25,7 +25,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from imgq.config import get_settings
 from imgq.db import bulk
 from imgq.db.engine import session_scope
-from imgq.db.jobs import BATCH_DONE, BATCH_FAILED, finish_if_complete
+from imgq.db.jobs import BATCH_DONE, BATCH_FAILED, close_batch
 from imgq.db.schema import Batch, Failure, Image, Prediction
 from imgq.ops import metrics
 from imgq.worker import runtime
@@ -138,14 +138,7 @@ def _classify(
         if in_flight is not None:
             in_flight.result()
 
-    with session_scope() as session:
-        session.execute(
-            update(Batch)
-            .where(Batch.id == batch_id)
-            .values(state=BATCH_DONE, finished_at=datetime.now(UTC))
-        )
-    with session_scope() as session:
-        finish_if_complete(session, job_id)
+    close_batch(job_id, batch_id, BATCH_DONE)
     skipped = len(image_ids) - len(items)
     return {"predicted": predicted, "failed": failed, "skipped": skipped}
 
@@ -286,13 +279,7 @@ def _give_up(
                 for image_id, path in items
             ],
         )
-        session.execute(
-            update(Batch)
-            .where(Batch.id == batch_id)
-            .values(state=BATCH_FAILED, finished_at=datetime.now(UTC))
-        )
-    with session_scope() as session:
-        finish_if_complete(session, job_id)
+    close_batch(job_id, batch_id, BATCH_FAILED)
     log.error("job=%d batch=%d: %s (%d images)", job_id, batch_id, message, len(items))
     metrics.count_failures(KIND_BATCH_FAILED, len(items))
     return {"predicted": 0, "failed": len(items), "skipped": 0}
