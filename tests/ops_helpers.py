@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 import redis
 from prometheus_client.parser import text_string_to_metric_families
+from support import RedisServer
 
 from imgq.config import get_settings
 from imgq.db.engine import session_scope
@@ -45,13 +43,6 @@ LOG_LINE = re.compile(
     r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (?P<level>[A-Z]+) +"
     r"(?P<process>\S+) (?P<logger>[\w.]+): (?P<message>.*)$"
 )
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def scrape(port: int, *, timeout: float = 5.0) -> Samples:
@@ -170,56 +161,11 @@ def empty_test_queues() -> None:
     client.close()
 
 
-@dataclass
-class RedisServer:
-    """A redis-server of the test's own, on a free port, with a password."""
-
-    port: int
-    password: str
-    process: subprocess.Popen[bytes]
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
-
-
 @contextmanager
 def private_redis(folder: Path, *, password: str = "s3cret") -> Iterator[RedisServer]:
-    """Start a redis-server on a free port; stopped when the block ends."""
-    executable = shutil.which("redis-server")
-    assert executable, "redis-server is needed (see .ci/services)"
-    port = free_port()
-    folder.mkdir(parents=True, exist_ok=True)
-    process = subprocess.Popen(
-        [
-            executable,
-            "--port", str(port),
-            "--bind", "127.0.0.1",
-            "--requirepass", password,
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", str(folder),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    server = RedisServer(port=port, password=password, process=process)
+    """Start a redis-server with a password on a free port, for this block."""
+    server = RedisServer(folder, password=password).start()
     try:
-        client = redis.Redis(host="127.0.0.1", port=port, password=password)
-
-        def answers() -> bool | None:
-            try:
-                return bool(client.ping()) or None
-            except redis.RedisError:
-                return None
-
-        wait_for(answers, timeout=10, what=f"redis-server on port {port}")
-        client.close()
         yield server
     finally:
         server.stop()

@@ -227,9 +227,12 @@ def running_workers(
 class RedisServer:
     """A private ``redis-server`` with append-only persistence, fsync always."""
 
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    def __init__(
+        self, directory: Path, port: int | None = None, *, password: str | None = None
+    ) -> None:
         self.directory = directory
         self.port = port or free_port()
+        self.password = password
         self.process: subprocess.Popen[bytes] | None = None
         directory.mkdir(parents=True, exist_ok=True)
 
@@ -238,7 +241,9 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+        return redis.Redis(
+            host="127.0.0.1", port=self.port, password=self.password, socket_timeout=5
+        )
 
     def start(self) -> RedisServer:
         executable = shutil.which("redis-server")
@@ -252,6 +257,8 @@ class RedisServer:
             "save": "",
             "logfile": str(self.directory / "redis.log"),
         }
+        if self.password:
+            options["requirepass"] = self.password
         arguments = [
             part for name, value in options.items() for part in (f"--{name}", value)
         ]

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 import yaml
-from ops_helpers import free_port, wait_for
+from ops_helpers import wait_for
+from support import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRETS = {

@@ -14,7 +14,6 @@ from conftest import set_env
 from ops_helpers import (
     Samples,
     empty_test_queues,
-    free_port,
     parse,
     register_model_row,
     scrape,
@@ -22,6 +21,7 @@ from ops_helpers import (
     wait_for,
 )
 from prometheus_client import generate_latest
+from support import free_port
 from worker_process import write_digits
 
 from imgq.config import get_settings

@@ -9,12 +9,12 @@ import pytest
 from click.testing import CliRunner, Result
 from conftest import set_env
 from ops_helpers import (
-    free_port,
     held_worker,
     private_redis,
     register_model_row,
     wait_for_health,
 )
+from support import free_port
 
 from imgq.cli import main
 from imgq.db.migrate import upgrade
