@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from conftest import set_env
-from ops_helpers import Samples, free_port, scrape, value
+from ops_helpers import Samples, scrape, value
 from sqlalchemy import func, select
+from support import free_port
 from worker_process import running_worker, wait_for_job, write_digits
 
 from imgq.cli import main
