@@ -41,6 +41,51 @@ def test_folders_are_walked_recursively_for_image_files_only(tmp_path: Path) -> 
     ]
 
 
+def test_a_folder_gives_real_paths_and_a_file_link_inside_the_roots_is_followed(
+    tmp_path: Path,
+) -> None:
+    write_png(tmp_path / "store" / "original.png")
+    folder = tmp_path / "line"
+    write_png(folder / "own.png")
+    (folder / "linked.png").symlink_to(tmp_path / "store" / "original.png")
+    # the folder is named through a link of its own
+    (tmp_path / "alias").symlink_to(folder, target_is_directory=True)
+
+    found = list(iter_candidates([str(tmp_path / "alias")], roots=_roots(tmp_path)))
+
+    real = tmp_path.resolve()
+    assert found == [
+        Candidate(str(real / "store" / "original.png")),
+        Candidate(str(real / "line" / "own.png")),
+    ]
+
+
+def test_labels_from_dirs_are_the_folder_names_given_not_their_link_targets(
+    tmp_path: Path,
+) -> None:
+    write_png(tmp_path / "storage" / "x17" / "1.png")
+    (tmp_path / "cat").symlink_to(tmp_path / "storage" / "x17")
+
+    found = list(
+        iter_candidates(
+            [str(tmp_path / "cat") + "/"], roots=_roots(tmp_path), labels_from_dirs=True
+        )
+    )
+
+    assert [(Path(c.path).parent.name, c.true_label) for c in found] == [("x17", "cat")]
+
+
+def test_a_pipe_named_like_an_image_is_left_out_of_a_folder_not_opened(
+    tmp_path: Path,
+) -> None:
+    write_png(tmp_path / "line" / "a.png")
+    os.mkfifo(tmp_path / "line" / "b.png")
+
+    found = list(iter_candidates([str(tmp_path / "line")], roots=_roots(tmp_path)))
+
+    assert [Path(c.path).name for c in found] == ["a.png"]
+
+
 def test_manifest_rows_give_paths_relative_to_the_manifest_and_labels(
     tmp_path: Path,
 ) -> None:
