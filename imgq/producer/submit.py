@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 KIND_REFUSED = "refused"
 HASH_THREADS = 8
+# files hashed per thread task
+HASH_GROUP = 64
 
 
 @dataclass
@@ -108,7 +110,7 @@ def submit(
     try:
         with ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="hash") as pool:
             for chunk in chain([first] if first else [], chunks):
-                hashed = list(pool.map(_hash_file, chunk))
+                hashed = _hash_files(pool, chunk)
                 _register_chunk(hashed, result=result, queue=queue, settings=settings)
                 if on_progress:
                     on_progress(len(chunk))
@@ -156,6 +158,23 @@ def _chunks(items: Iterable[Candidate], size: int) -> Iterator[list[Candidate]]:
     iterator = iter(items)
     while chunk := list(islice(iterator, size)):
         yield chunk
+
+
+def _hash_files(pool: ThreadPoolExecutor, chunk: list[Candidate]) -> list[_Hashed]:
+    """The files of ``chunk`` hashed in the pool's threads, in order."""
+    # one task per group, not per file: for small files a future per file
+    # costs more than hashing the file
+    groups = [
+        chunk[start : start + HASH_GROUP] for start in range(0, len(chunk), HASH_GROUP)
+    ]
+    hashed: list[_Hashed] = []
+    for group in pool.map(_hash_group, groups):
+        hashed.extend(group)
+    return hashed
+
+
+def _hash_group(candidates: list[Candidate]) -> list[_Hashed]:
+    return [_hash_file(candidate) for candidate in candidates]
 
 
 def _hash_file(candidate: Candidate) -> _Hashed:
