@@ -61,6 +61,22 @@ def test_batched_answers_equal_one_image_at_a_time(
         np.testing.assert_allclose(result.probabilities[row], alone[0], atol=1e-5)
 
 
+def test_a_batch_holds_exactly_the_inputs_preprocess_file_gives(
+    classifier: BatchClassifier, tmp_path: Path
+) -> None:
+    written = write_digits(tmp_path, 5)
+    items = [(number, str(path)) for number, (path, _) in enumerate(written)]
+
+    list(classifier.classify(items))
+
+    # the worker scales its batch in one step; the numbers must not change
+    expected = np.stack(
+        [preprocess_file(path, classifier.loaded.spec) for _, path in items]
+    )
+    np.testing.assert_array_equal(classifier._inputs[:5], expected)
+    assert not classifier._inputs[5:].any(), "padding rows are zeros"
+
+
 def test_a_bad_file_is_reported_and_the_rest_of_its_batch_is_classified(
     classifier: BatchClassifier, tmp_path: Path
 ) -> None:

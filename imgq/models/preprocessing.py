@@ -49,6 +49,12 @@ KIND_UNSUPPORTED_MODE = "unsupported_mode"
 KIND_DECODE_ERROR = "decode_error"
 
 SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
+EXIF_ORIENTATION = 0x0112
+
+# The pixel limit of DecodeLimits, checked from the header, replaces Pillow's
+# bomb warning. Set once here: catch_warnings() per image is slow, and it
+# changes process-wide state, which decode threads must not do.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 @dataclass(frozen=True)
@@ -102,9 +108,7 @@ def open_image(path: str, limits: DecodeLimits) -> Image.Image:
         )
 
     try:
-        with open(path, "rb") as file, warnings.catch_warnings():
-            # The pixel limit below replaces Pillow's own bomb warning.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with open(path, "rb") as file:
             image = Image.open(file)
             _check_header(image, path, limits)
             image.load()
@@ -141,35 +145,56 @@ def _check_header(image: Image.Image, path: str, limits: DecodeLimits) -> None:
         )
 
 
-def image_to_array(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
-    """The model's input for one decoded image: float32, (height, width, channels)."""
-    image = ImageOps.exif_transpose(image) or image
+def image_to_pixels(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
+    """One decoded image at the model's size and channels: uint8, (h, w, c).
+
+    :func:`scale_pixels` of the result is the model's input; the worker
+    scales a whole batch at once instead.
+    """
+    if image.getexif().get(EXIF_ORIENTATION, 1) != 1:
+        image = ImageOps.exif_transpose(image)
     image = _to_8bit_mode(image, spec)
-    if spec.channels == 1:
-        image = image.convert("L")
-    elif spec.channels == 3:
-        image = image.convert("RGB")
-    else:
+    if spec.channels not in (1, 3):
         raise ImageError(KIND_UNSUPPORTED_MODE, f"models with {spec.channels} channels")
+    wanted_mode = "L" if spec.channels == 1 else "RGB"
+    if image.mode != wanted_mode:
+        image = image.convert(wanted_mode)
     if image.size != (spec.width, spec.height):
         image = image.resize((spec.width, spec.height), _resample(spec.resample))
 
-    array = np.asarray(image, dtype=np.float32) / 255.0
+    pixels = np.asarray(image)
     if spec.channels == 1:
         # add the channel axis
-        array = array[:, :, np.newaxis]
-    return array
+        pixels = pixels[:, :, np.newaxis]
+    return pixels
+
+
+def scale_pixels(pixels: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """uint8 pixels (or float32 copies of them) scaled to float32 in [0, 1]."""
+    return np.divide(pixels, np.float32(255.0), out=out, dtype=np.float32)
+
+
+def image_to_array(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
+    """The model's input for one decoded image: float32, (height, width, channels)."""
+    return scale_pixels(image_to_pixels(image, spec))
+
+
+def preprocess_pixels(
+    path: str, spec: PreprocessSpec, limits: DecodeLimits | None = None
+) -> np.ndarray:
+    """Decode ``path`` into :func:`image_to_pixels`' uint8 pixels."""
+    image = open_image(path, limits or DecodeLimits())
+    try:
+        return image_to_pixels(image, spec)
+    finally:
+        image.close()
 
 
 def preprocess_file(
     path: str, spec: PreprocessSpec, limits: DecodeLimits | None = None
 ) -> np.ndarray:
     """Decode ``path`` and turn it into the model's input."""
-    image = open_image(path, limits or DecodeLimits())
-    try:
-        return image_to_array(image, spec)
-    finally:
-        image.close()
+    return scale_pixels(preprocess_pixels(path, spec, limits))
 
 
 def _to_8bit_mode(image: Image.Image, spec: PreprocessSpec) -> Image.Image:

@@ -18,10 +18,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from imgq.errors import ImageError
-from imgq.models.preprocessing import DecodeLimits, preprocess_file
+from imgq.models.preprocessing import DecodeLimits, preprocess_pixels, scale_pixels
 from imgq.models.registry import LoadedModel
 
 log = logging.getLogger(__name__)
+
+# files decoded by one task of the decode pool
+DECODE_GROUP = 32
+
+# each file's pixels, or why it could not be read, and its decode seconds
+Decoded = list[tuple[np.ndarray | ImageError, float]]
 
 
 @dataclass
@@ -112,7 +118,7 @@ class BatchClassifier:
             return
         pending = self._decode_async(batches[0])
         for number, batch in enumerate(batches):
-            decoded = [future.result() for future in pending]
+            decoded = [item for future in pending for item in future.result()]
             if number + 1 < len(batches):
                 # start decoding the next batch before this one runs the model
                 pending = self._decode_async(batches[number + 1])
@@ -121,15 +127,24 @@ class BatchClassifier:
     def close(self) -> None:
         self._pool.shutdown(wait=True)
 
-    def _decode_async(
-        self, batch: Sequence[tuple[int, str]]
-    ) -> list[Future[tuple[np.ndarray | ImageError, float]]]:
-        return [self._pool.submit(self._decode, path) for _, path in batch]
+    def _decode_async(self, batch: Sequence[tuple[int, str]]) -> list[Future[Decoded]]:
+        # a task per group of files, not per file: a future costs about as
+        # much as decoding a small image
+        return [
+            self._pool.submit(
+                self._decode_group,
+                [path for _, path in batch[start : start + DECODE_GROUP]],
+            )
+            for start in range(0, len(batch), DECODE_GROUP)
+        ]
+
+    def _decode_group(self, paths: list[str]) -> Decoded:
+        return [self._decode(path) for path in paths]
 
     def _decode(self, path: str) -> tuple[np.ndarray | ImageError, float]:
         started = time.perf_counter()
         try:
-            array: np.ndarray | ImageError = preprocess_file(
+            array: np.ndarray | ImageError = preprocess_pixels(
                 path, self.loaded.spec, self.limits
             )
         except ImageError as error:
@@ -139,7 +154,7 @@ class BatchClassifier:
     def _run(
         self,
         batch: Sequence[tuple[int, str]],
-        decoded: list[tuple[np.ndarray | ImageError, float]],
+        decoded: Decoded,
     ) -> BatchResult:
         good_ids: list[int] = []
         failures: list[tuple[int, str, str, str]] = []
@@ -151,6 +166,8 @@ class BatchClassifier:
                 continue
             inputs[len(good_ids)] = array
             good_ids.append(image_id)
+        # the pixels were copied in as they are; one division scales them all
+        scale_pixels(inputs[: len(good_ids)], out=inputs[: len(good_ids)])
         # padding rows: zeros, so a batch's answers never depend on the last one
         inputs[len(good_ids) :] = 0.0
         decode_ms = sum(seconds for _, seconds in decoded) * 1000
