@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/pipeline.py                    # 10,000 images
     .venv/bin/python bench/pipeline.py --million-manifest # also producer memory
+    .venv/bin/python bench/pipeline.py --photos 1000      # also 224x224 JPEGs
 
 Prints, in one run on this machine:
 (a) the bare compiled model on random tensors, images per second;
@@ -9,7 +10,9 @@ Prints, in one run on this machine:
     process, on SQLite and on PostgreSQL;
 (c) the naive way, one Celery task per image calling ``model.predict`` and
     inserting its row, on a few hundred of the files;
-and the ratios b/a and b/c. Needs Redis on 127.0.0.1:6379 and, for the
+and the ratios b/a and b/c. With ``--photos N``, also (a) and (b) for N
+224x224 RGB JPEG photos and an RGB ``cnn`` (untrained: speed, not answers,
+is measured), batch 64, on SQLite. Needs Redis on 127.0.0.1:6379 and, for the
 PostgreSQL run, a server at IMGQ_BENCH_POSTGRES_URL (default: the local one).
 """
 
@@ -22,6 +25,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +43,15 @@ from harness import (  # noqa: E402  (a sibling script module, found via HERE)
     stop,
     submit_and_wait,
 )
+
+from imgq.models.datasets import DIGITS_SPEC  # noqa: E402
+from imgq.models.preprocessing import PreprocessSpec  # noqa: E402
+
+DIGITS = [str(digit) for digit in range(10)]
+PHOTO_SIZE = 224
+PHOTO_SPEC = PreprocessSpec(height=PHOTO_SIZE, width=PHOTO_SIZE, channels=3)
+PHOTO_CLASSES = ["ok", "defective"]
+PHOTO_BATCH = 64
 
 
 def write_images(folder: Path, count: int) -> list[Path]:
@@ -75,11 +88,44 @@ def train_model(workdir: Path) -> Path:
     return path
 
 
-def register_model(model_path: Path) -> None:
+def write_photos(folder: Path, count: int) -> list[Path]:
+    """``count`` distinct 224x224 RGB JPEG photos: a lit part on a background."""
+    rng = np.random.default_rng(0)
+    rows, columns = np.mgrid[0:PHOTO_SIZE, 0:PHOTO_SIZE]
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for number in range(count):
+        centre = rng.integers(60, PHOTO_SIZE - 60, 2)
+        distance = np.hypot(rows - centre[0], columns - centre[1])
+        light = np.clip(255 - distance * rng.uniform(1.5, 3.0), 0, 255)
+        colour = rng.uniform(0.4, 1.0, 3)
+        pixels = light[:, :, np.newaxis] * colour + rng.normal(0, 8, (*light.shape, 3))
+        path = folder / f"part-{number:05d}.jpg"
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
+def photo_model(workdir: Path) -> Path:
+    """The ``cnn`` architecture at 224x224x3 with two classes, untrained."""
+    from imgq.models import architectures
+
+    model = architectures.build(
+        "cnn", input_shape=PHOTO_SPEC.input_shape, class_count=len(PHOTO_CLASSES)
+    )
+    path = workdir / "photo-cnn.keras"
+    model.save(path)
+    return path
+
+
+def register_model(
+    model_path: Path,
+    spec: PreprocessSpec = DIGITS_SPEC,
+    classes: Sequence[str] = DIGITS,
+) -> None:
     from imgq.db.engine import session_scope
     from imgq.db.migrate import upgrade
     from imgq.models import registry
-    from imgq.models.datasets import DIGITS_SPEC
 
     upgrade()
     with session_scope() as session:
@@ -88,19 +134,25 @@ def register_model(model_path: Path) -> None:
             model_path,
             name="bench-cnn",
             architecture="cnn",
-            class_names=[str(digit) for digit in range(10)],
-            spec=DIGITS_SPEC,
+            class_names=list(classes),
+            spec=spec,
             metrics={},
             data_fingerprint="bench",
         )
         registry.promote(session, version.id)
 
 
-def bare_model(model_path: Path, batch_size: int, seconds: float) -> float:
+def bare_model(
+    model_path: Path,
+    batch_size: int,
+    seconds: float,
+    *,
+    spec: PreprocessSpec = DIGITS_SPEC,
+    classes: Sequence[str] = DIGITS,
+) -> float:
     """Images per second of the compiled forward pass on random tensors."""
     import keras
 
-    from imgq.models.datasets import DIGITS_SPEC
     from imgq.models.preprocessing import DecodeLimits
     from imgq.models.registry import LoadedModel
     from imgq.worker.inference import BatchClassifier
@@ -109,8 +161,8 @@ def bare_model(model_path: Path, batch_size: int, seconds: float) -> float:
         version_id=0,
         name="bench",
         model=keras.saving.load_model(model_path, compile=False),
-        spec=DIGITS_SPEC,
-        class_names=[str(digit) for digit in range(10)],
+        spec=spec,
+        class_names=list(classes),
     )
     classifier = BatchClassifier(
         loaded, batch_size=batch_size, decode_threads=1, limits=DecodeLimits()
@@ -126,17 +178,28 @@ def bare_model(model_path: Path, batch_size: int, seconds: float) -> float:
     return rate
 
 
-def end_to_end(workdir: Path, database_url: str, model_path: Path, name: str) -> float:
+def end_to_end(
+    workdir: Path,
+    database_url: str,
+    model_path: Path,
+    name: str,
+    *,
+    images: str = "images",
+    photos: bool = False,
+) -> float:
     """Images per second from submit to committed rows, one worker."""
     configure(workdir, database_url)
-    register_model(model_path)
+    if photos:
+        register_model(model_path, PHOTO_SPEC, PHOTO_CLASSES)
+    else:
+        register_model(model_path)
     warm_up_folder = workdir / f"warm-{name}"
-    write_images(warm_up_folder, 4)
+    (write_photos if photos else write_images)(warm_up_folder, 4)
     worker = start_worker(workdir / f"worker-{name}.log")
     try:
         # the first job waits for the worker's start and model warm-up
         submit_and_wait(warm_up_folder, worker=worker)
-        done, seconds = submit_and_wait(workdir / "images", worker=worker)
+        done, seconds = submit_and_wait(workdir / images, worker=worker)
     finally:
         stop(worker)
     print(f"  {name}: {done} images in {seconds:.2f} s")
@@ -239,12 +302,40 @@ def producer_memory(
     return peak_kib / 1024, time.perf_counter() - started
 
 
+def photos(workdir: Path, count: int) -> None:
+    """The bare model and end to end (SQLite) on 224x224 RGB JPEG photos."""
+    print(f"writing {count} 224x224 JPEG photos ...")
+    write_photos(workdir / "photos", count)
+    model_path = photo_model(workdir)
+    bare = bare_model(
+        model_path,
+        PHOTO_BATCH,
+        seconds=10.0,
+        spec=PHOTO_SPEC,
+        classes=PHOTO_CLASSES,
+    )
+    print(f"(a) photos, bare compiled model, batch {PHOTO_BATCH}: {bare:,.1f} images/s")
+    os.environ["IMGQ_BATCH_SIZE"] = str(PHOTO_BATCH)
+    url = f"sqlite:///{workdir / 'photos.db'}"
+    rate = end_to_end(workdir, url, model_path, "photos", images="photos", photos=True)
+    print(
+        f"(b) photos, end to end, sqlite: {rate:,.1f} images/s, b/a = {rate / bare:.2f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--naive-images", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--databases", default="sqlite,postgresql")
+    parser.add_argument(
+        "--photos",
+        type=int,
+        default=0,
+        metavar="N",
+        help="Also run N 224x224 JPEG photos through an RGB CNN (SQLite, batch 64).",
+    )
     parser.add_argument(
         "--million-manifest",
         action="store_true",
@@ -287,6 +378,9 @@ def main() -> None:
         print(f"(c) naive, one task per image: {slow:,.1f} images/s")
         for name, rate in rates.items():
             print(f"    {name}: b/a = {rate / bare:.2f}   b/c = {rate / slow:,.0f}")
+
+        if arguments.photos:
+            photos(workdir, arguments.photos)
 
         if arguments.million_manifest:
             configure(workdir, f"sqlite:///{workdir / 'bench.db'}")
