@@ -10,7 +10,9 @@ version 2 in one re-inference job over all of them. Nine images in ten have a
 true label; version 1 is right on 90 % of them, version 2 on 93 %. Right
 answers are mostly confident (1 - 0.4 u^2), wrong ones spread evenly over
 0.25 to 1.0, as a trained classifier's are. The rows are made by the database
-itself (a recursive CTE on SQLite, generate_series on PostgreSQL).
+itself (a recursive CTE on SQLite, generate_series on PostgreSQL), and the
+answer tallies are then counted from them, as the workers would have kept
+them.
 
 Then it times each query the report and the result commands run, as the
 median of ``--repeat`` runs after one warm-up, plus ``imgq results
@@ -40,6 +42,7 @@ from click.testing import CliRunner
 
 from imgq import config
 from imgq.db import engine as db_engine
+from imgq.db import tallies
 from imgq.db.migrate import upgrade
 from imgq.db.schema import Job, ModelAlias, ModelVersion
 from imgq.report import diff, queries, stats
@@ -98,6 +101,8 @@ def fill(url: str, *, images: int) -> None:
         )
         for statement in _bulk_statements(dialect, images=images, job_size=job_size):
             connection.execute(sa.text(statement))
+        # the counts workers would have kept while writing these answers
+        tallies.recount(connection)
     print(f"  filled in {time.perf_counter() - started:.1f} s", flush=True)
 
 
@@ -165,6 +170,8 @@ def _predictions_sql(dialect: str, *, version: int, accuracy: int, job_sql: str)
     uniform = UNIFORM.format(salt=salt)
     right = f"{PERCENT.format(salt=salt)} < {accuracy}"
     truth = "((n * 7) % 10)"
+    # the image's true label, as the images statement writes it
+    true_label = f"CASE WHEN n % 10 = 0 THEN NULL ELSE CAST({truth} AS TEXT) END"
     label_index = (
         f"CASE WHEN {right} THEN {truth} ELSE ({truth} + 1 + {OTHER.format(salt=salt)})"
         " % 10 END"
@@ -194,8 +201,9 @@ def _predictions_sql(dialect: str, *, version: int, accuracy: int, job_sql: str)
         )
     return (
         "INSERT INTO predictions (image_id, model_version_id, job_id, label, "
-        "label_index, confidence, probabilities, batch_images, decode_ms, predict_ms, "
-        f"created_at) SELECT n, {version}, {job_sql}, CAST(li AS TEXT), li, conf, "
+        "true_label, label_index, confidence, probabilities, batch_images, "
+        f"decode_ms, predict_ms, created_at) SELECT n, {version}, {job_sql}, "
+        f"CAST(li AS TEXT), {true_label}, li, conf, "
         f"{probabilities}, 512, 0.1, 0.2, {created} FROM (SELECT n, "
         f"{label_index} AS li, {confidence} AS conf FROM (SELECT id AS n FROM images) "
         "AS numbered) AS answers"
@@ -292,21 +300,27 @@ def query_cases(low: float) -> list[tuple[str, Callable[[sa.Connection], int]]]:
         ),
         (
             "label pairs (confusion), model 1",
-            lambda c: len(
-                stats.label_pairs(c, scope(c, model="1"), low_confidence=low)
-            ),
+            lambda c: len(stats.label_pairs(c, scope(c, model="1"))),
         ),
         (
             "label pairs (confusion), job 3",
-            lambda c: len(stats.label_pairs(c, scope(c, job=3), low_confidence=low)),
+            lambda c: len(stats.label_pairs(c, scope(c, job=3))),
         ),
         (
             "confidence histogram, model 1",
-            lambda c: sum(stats.confidence_histogram_counts(c, scope(c, model="1"))[0]),
+            lambda c: sum(
+                stats.confidence_histogram_counts(
+                    c, scope(c, model="1"), threshold=low
+                ).counts
+            ),
         ),
         (
             "confidence histogram, job 3",
-            lambda c: sum(stats.confidence_histogram_counts(c, scope(c, job=3))[0]),
+            lambda c: sum(
+                stats.confidence_histogram_counts(
+                    c, scope(c, job=3), threshold=low
+                ).counts
+            ),
         ),
         (
             "failures by kind, job 3",

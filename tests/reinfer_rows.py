@@ -13,7 +13,7 @@ from conftest import REDIS_URL
 from sqlalchemy import func, select, update
 
 from imgq.config import Settings
-from imgq.db import bulk
+from imgq.db import predictions
 from imgq.db.engine import session_scope
 from imgq.db.jobs import BATCH_DONE, QUEUED, finish_if_complete
 from imgq.db.schema import (
@@ -23,7 +23,6 @@ from imgq.db.schema import (
     JobImage,
     ModelAlias,
     ModelVersion,
-    Prediction,
 )
 from imgq.models.registry import file_sha256
 from imgq.worker.app import CLASSIFY_TASK
@@ -107,9 +106,8 @@ def add_predictions(
     version_id: int, image_ids: list[int], *, label: str = "1", confidence: float = 0.9
 ) -> None:
     with session_scope() as session:
-        bulk.insert_ignoring_duplicates(
+        predictions.record(
             session,
-            Prediction,
             [
                 {
                     "image_id": image_id,

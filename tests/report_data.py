@@ -16,7 +16,9 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from PIL import Image, ImageDraw
+from sqlalchemy.orm import Session
 
+from imgq.db import predictions
 from imgq.db.engine import get_engine
 from imgq.db.schema import (
     Failure,
@@ -24,7 +26,6 @@ from imgq.db.schema import (
     JobImage,
     ModelAlias,
     ModelVersion,
-    Prediction,
 )
 from imgq.db.schema import (
     Image as ImageRow,
@@ -166,8 +167,8 @@ def fill(url: str, image_dir: Path) -> Known:
             ]
             + [{"job_id": 2, "image_id": 17}],
         )
-        connection.execute(
-            sa.insert(Prediction),
+        store_predictions(
+            connection,
             [_prediction(number, version) for number in ROWS for version in (1, 2)],
         )
         connection.execute(
@@ -180,6 +181,12 @@ def fill(url: str, image_dir: Path) -> Known:
         )
     Path(paths[UNREADABLE]).unlink()
     return Known(url=url, image_dir=image_dir, paths=paths)
+
+
+def store_predictions(connection: sa.Connection, rows: list[dict[str, object]]) -> None:
+    """Write prediction rows the way workers do: true labels copied, tallied."""
+    with Session(bind=connection) as session:
+        predictions.record(session, rows)
 
 
 def _job(job: int, version: int) -> dict[str, object]:

@@ -18,6 +18,7 @@ from report_data import (
     fill,
     model_version_row,
     prediction_time,
+    store_predictions,
 )
 
 from imgq.db.engine import get_engine
@@ -287,8 +288,8 @@ def test_quantiles_from_buckets_agree_with_numpy(migrated: str) -> None:
                 for index in range(len(confidences))
             ],
         )
-        connection.execute(
-            sa.insert(Prediction),
+        store_predictions(
+            connection,
             [
                 {
                     "id": index + 1,
@@ -379,8 +380,8 @@ def test_hostile_strings_are_stored_and_returned_literally(
             ],
         )
         connection.execute(sa.insert(JobImage), [{"job_id": 1, "image_id": 50}])
-        connection.execute(
-            sa.insert(Prediction),
+        store_predictions(
+            connection,
             [
                 {
                     "id": 500,
@@ -473,7 +474,7 @@ def test_a_job_of_another_version_scopes_to_that_version(known: Known) -> None:
 def test_version_wide_joins_read_in_image_order_on_sqlite_only() -> None:
     from sqlalchemy.dialects import postgresql, sqlite
 
-    from imgq.report.portable import version_condition
+    from imgq.db.portable import version_condition
     from imgq.report.queries import PREDICTIONS
 
     condition = version_condition(PREDICTIONS.c.model_version_id, 3, whole_version=True)

@@ -11,10 +11,18 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from PIL import Image as PILImage
-from report_data import HOSTILE, UNREADABLE, Known, fill, model_version_row
+from report_data import (
+    HOSTILE,
+    UNREADABLE,
+    Known,
+    fill,
+    model_version_row,
+    store_predictions,
+)
 
 from imgq.db.engine import get_engine
-from imgq.db.schema import Image, JobImage, ModelVersion, Prediction, Report
+from imgq.db.predictions import resync
+from imgq.db.schema import Image, JobImage, ModelVersion, Report
 from imgq.report.plan import (
     GRID_LEAST_CONFIDENT,
     GRID_SAMPLES,
@@ -100,6 +108,7 @@ def test_plan_has_no_wrong_grid_without_true_labels(known: Known) -> None:
     engine = get_engine(known.url)
     with engine.begin() as connection:
         connection.execute(sa.update(Image).values(true_label=None))
+        resync(connection)
     with connect() as connection:
         scope = resolve_scope(connection, ResultFilter(job=1), default_model=None)
         plan = plan_report(connection, scope, rows=5, columns=5, low_confidence=0.6)
@@ -169,8 +178,8 @@ def test_page_escapes_hostile_labels_and_paths(known: Known, tmp_path: Path) -> 
             ],
         )
         connection.execute(sa.insert(JobImage), [{"job_id": 1, "image_id": 60}])
-        connection.execute(
-            sa.insert(Prediction),
+        store_predictions(
+            connection,
             [
                 {
                     "id": 600,

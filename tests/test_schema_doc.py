@@ -79,6 +79,21 @@ def test_example_queries_run_and_agree_with_the_rows(known: Known) -> None:
         sum(1 for n in labelled if ROWS[n][0] == ROWS[n][1]),
     )
 
+    version_wrong = run(
+        known.url, queries["The wrong answers of a version, the most confident first"]
+    )
+    wrong_of_version = [
+        n for n, row in ROWS.items() if row[0] is not None and row[0] != row[1]
+    ]
+    assert [row[0] for row in version_wrong] == [
+        known.paths[n] for n in sorted(wrong_of_version, key=lambda n: -ROWS[n][2])
+    ]
+    confusion = run(
+        known.url,
+        queries["Confusion counts of a version (true label against predicted)"],
+    )
+    assert sum(int(str(row[2])) for row in confusion) == len(labelled)
+
     changed = run(
         known.url, queries["Images whose answer changed between two versions"]
     )

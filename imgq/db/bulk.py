@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from imgq.db.schema import Base
 
 
-def _insert(session: Session, model: type[Base]) -> Any:
+def insert_statement(session: Session, model: type[Base]) -> Any:
     # the table, not the class: Core's executemany skips the ORM's per-row
     # bookkeeping, which costs more than the statement for thousands of rows
     table = cast(Table, model.__table__)
@@ -33,7 +33,7 @@ def insert_ignoring_duplicates(
 ) -> None:
     """Insert ``rows``; a row that violates a unique key is silently skipped."""
     if rows:
-        session.execute(_insert(session, model).on_conflict_do_nothing(), rows)
+        session.execute(insert_statement(session, model).on_conflict_do_nothing(), rows)
 
 
 def upsert(
@@ -51,7 +51,7 @@ def upsert(
     """
     if not rows:
         return
-    statement = _insert(session, model)
+    statement = insert_statement(session, model)
     values = {name: build(statement.excluded) for name, build in update.items()}
     session.execute(
         statement.on_conflict_do_update(index_elements=list(key), set_=values), rows

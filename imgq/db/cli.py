@@ -1,4 +1,4 @@
-"""``imgq db``: create or upgrade the database schema."""
+"""``imgq db``: create or upgrade the database schema, recount the tallies."""
 
 from __future__ import annotations
 
@@ -34,6 +34,24 @@ def current_command(url: str | None) -> None:
     """Show the database's schema revision and the newest one imgq knows."""
     engine = get_engine(url)
     click.echo(f"database: {current_revision(engine)}  imgq: {head_revision()}")
+
+
+@db_group.command("recount")
+@click.option("--url", default=None, help="Database URL (default: IMGQ_DATABASE_URL).")
+def recount_command(url: str | None) -> None:
+    """Copy true labels onto predictions and rebuild the answer tallies.
+
+    imgq keeps both in step by itself; run this after changing labels or
+    predictions with SQL by hand, while no worker writes.
+    """
+    from imgq.db.predictions import resync
+
+    engine = get_engine(url)
+    with engine.begin() as connection:
+        changed = resync(connection)
+    click.echo(
+        f"{changed} predictions took their image's true label; tallies recounted"
+    )
 
 
 commands = [db_group]

@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -150,6 +151,14 @@ class Prediction(Base):
         ),
         Index("ix_predictions_job", "job_id"),
         Index("ix_predictions_created", "created_at"),
+        # the wrong answers only, in confidence order: worst wrong first
+        Index(
+            "ix_predictions_wrong_confidence",
+            "model_version_id",
+            "confidence",
+            postgresql_where=text("label <> true_label"),
+            sqlite_where=text("label <> true_label"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -160,6 +169,8 @@ class Prediction(Base):
     )
     batch_id: Mapped[int | None] = mapped_column(BigInteger)
     label: Mapped[str] = mapped_column(String(200))
+    # the image's true label, kept in step by imgq.db.predictions
+    true_label: Mapped[str | None] = mapped_column(String(200))
     label_index: Mapped[int] = mapped_column(Integer)
     confidence: Mapped[float] = mapped_column(Float)
     probabilities: Mapped[list[Any]] = mapped_column(JSON)
@@ -169,6 +180,33 @@ class Prediction(Base):
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow
     )
+
+
+class LabelTally(Base):
+    """How many answers of a version have this predicted and this true label."""
+
+    __tablename__ = "label_tallies"
+
+    model_version_id: Mapped[int] = mapped_column(
+        ForeignKey("model_versions.id"), primary_key=True
+    )
+    label: Mapped[str] = mapped_column(String(200), primary_key=True)
+    # '' where the true label is unknown: a key column cannot be null
+    true_label: Mapped[str] = mapped_column(String(200), primary_key=True)
+    images: Mapped[int] = mapped_column(BigInteger)
+
+
+class ConfidenceTally(Base):
+    """How many answers of a version have a confidence in this 1/1000 bucket."""
+
+    __tablename__ = "confidence_tallies"
+
+    model_version_id: Mapped[int] = mapped_column(
+        ForeignKey("model_versions.id"), primary_key=True
+    )
+    bucket: Mapped[int] = mapped_column(Integer, primary_key=True)
+    images: Mapped[int] = mapped_column(BigInteger)
+    confidence_sum: Mapped[float] = mapped_column(Float)
 
 
 class Failure(Base):

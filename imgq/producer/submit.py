@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from imgq.config import Settings, get_settings
-from imgq.db import bulk
+from imgq.db import bulk, predictions
 from imgq.db.engine import session_scope
 from imgq.db.jobs import QUEUED, SUBMITTING, finish_if_complete
 from imgq.db.schema import Batch, Failure, Image, Job, JobImage, Prediction
@@ -296,6 +296,15 @@ def _upsert_images(session: Session, items: list[_Hashed]) -> list[int]:
         )
         .tuples()
         .all()
+    )
+    # a label given now may be new to images answered before
+    predictions.follow_true_labels(
+        session,
+        [
+            found[item.content_hash]
+            for item in items
+            if item.content_hash and item.candidate.true_label is not None
+        ],
     )
     return [found[content_hash] for content_hash in hashes]
 

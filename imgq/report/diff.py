@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, FromClause, Select, case, func, select
 
-from imgq.report.portable import version_condition
+from imgq.db.portable import version_condition
 from imgq.report.queries import (
     IMAGES,
     JOB_IMAGES,

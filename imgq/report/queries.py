@@ -36,7 +36,6 @@ from imgq.db.engine import get_engine, read_only
 from imgq.db.schema import Failure, Image, Job, JobImage, ModelVersion, Prediction
 from imgq.errors import InputError
 from imgq.models import registry
-from imgq.report.portable import version_condition
 
 log = logging.getLogger(__name__)
 
@@ -278,41 +277,28 @@ def with_filter(scope: Scope, **changes: Any) -> Scope:
     return replace(scope, filter=replace(scope.filter, **changes))
 
 
-def needs_images(result_filter: ResultFilter) -> bool:
-    """Whether the filter reads a column of ``images``."""
-    return result_filter.true_label is not None or result_filter.wrong_only
-
-
-def prediction_conditions(
-    scope: Scope, *, image_order: bool = False
-) -> list[ColumnElement[bool]]:
-    """WHERE conditions on ``predictions`` (joined to ``images``) for the scope.
+def prediction_conditions(scope: Scope) -> list[ColumnElement[bool]]:
+    """WHERE conditions on ``predictions`` alone for the scope.
 
     The job is not among them: :func:`scoped_predictions` joins its members.
-    ``image_order`` suits an aggregate over every image of a version
-    (see :class:`imgq.report.portable.in_image_order`).
+    The true label is the prediction's copy of the image's, so no condition
+    needs ``images``, and "wrong" is spelled exactly as the partial index on
+    wrong answers is, which lets the planner use it.
     """
     result_filter = scope.filter
     conditions: list[ColumnElement[bool]] = []
     if scope.model_version_id is not None:
-        conditions.append(
-            version_condition(
-                PREDICTIONS.c.model_version_id,
-                scope.model_version_id,
-                whole_version=image_order and result_filter.job is None,
-            )
-        )
+        conditions.append(PREDICTIONS.c.model_version_id == scope.model_version_id)
     if result_filter.label is not None:
         conditions.append(PREDICTIONS.c.label == result_filter.label)
     if result_filter.true_label is not None:
-        conditions.append(IMAGES.c.true_label == result_filter.true_label)
+        conditions.append(PREDICTIONS.c.true_label == result_filter.true_label)
     if result_filter.min_confidence is not None:
         conditions.append(PREDICTIONS.c.confidence >= result_filter.min_confidence)
     if result_filter.max_confidence is not None:
         conditions.append(PREDICTIONS.c.confidence <= result_filter.max_confidence)
     if result_filter.wrong_only:
-        conditions.append(IMAGES.c.true_label.is_not(None))
-        conditions.append(PREDICTIONS.c.label != IMAGES.c.true_label)
+        conditions.append(PREDICTIONS.c.label != PREDICTIONS.c.true_label)
     if result_filter.since is not None:
         conditions.append(PREDICTIONS.c.created_at >= result_filter.since)
     if result_filter.until is not None:
@@ -352,7 +338,7 @@ def results_statement(scope: Scope, *, order: Order = Order.IMAGE) -> Select[Any
             PREDICTIONS.c.id,
             PREDICTIONS.c.image_id,
             IMAGES.c.path,
-            IMAGES.c.true_label,
+            PREDICTIONS.c.true_label,
             PREDICTIONS.c.label,
             PREDICTIONS.c.confidence,
             PREDICTIONS.c.model_version_id,

@@ -1,16 +1,18 @@
 """Aggregates over results, computed by the database.
 
-Three GROUP BY queries give everything: predictions counted by (predicted
-label, true label), which holds the counts, the accuracy, the per-class
-figures and the confusion matrix; confidences counted in 1000 buckets, which
-holds the histogram and the quantiles (to within 0.001) without fetching a
-single confidence; and failures counted by kind.
+Three counts give everything: predictions counted by (predicted label, true
+label), which holds the counts, the accuracy, the per-class figures and the
+confusion matrix; confidences counted in 1000 buckets, which holds the
+histogram and the quantiles (to within 0.001) without fetching a single
+confidence; and failures counted by kind. For all the answers of a model
+version the first two are read from the tallies the writers keep
+(:mod:`imgq.db.tallies`); a narrower scope is counted by GROUP BY queries.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -23,13 +25,12 @@ from sqlalchemy import (
     select,
 )
 
-from imgq.report.portable import floor_bucket
+from imgq.db import tallies
+from imgq.db.portable import floor_bucket
 from imgq.report.queries import (
     FAILURES,
-    IMAGES,
     PREDICTIONS,
     Scope,
-    needs_images,
     prediction_conditions,
     scoped_predictions,
 )
@@ -157,40 +158,74 @@ class Stats:
 def compute_stats(
     connection: Connection, scope: Scope, *, low_confidence: float
 ) -> Stats:
-    """All figures of the scope, from three aggregate queries."""
-    pairs = label_pairs(connection, scope, low_confidence=low_confidence)
+    """All figures of the scope, from the tallies or three aggregate queries."""
+    pairs = label_pairs(connection, scope)
     confidence = confidence_summary(connection, scope, threshold=low_confidence)
-    confidence = replace(
-        confidence, below_threshold=sum(below for _, below in pairs.values())
-    )
     failures = failures_by_kind(connection, scope)
     log.debug("stats of %s: %d predictions", scope.filter, confidence.count)
     return _assemble(scope, pairs, confidence, failures)
 
 
+def tallied_version(scope: Scope) -> int | None:
+    """The model version when the scope is all of its answers, else None.
+
+    Such a scope is read from the tallies (:mod:`imgq.db.tallies`), a few
+    hundred rows, instead of every prediction of the version.
+    """
+    result_filter = scope.filter
+    narrowing = (
+        result_filter.job,
+        result_filter.label,
+        result_filter.true_label,
+        result_filter.min_confidence,
+        result_filter.max_confidence,
+        result_filter.since,
+        result_filter.until,
+    )
+    if result_filter.wrong_only or any(value is not None for value in narrowing):
+        return None
+    return scope.model_version_id
+
+
 def label_pairs(
-    connection: Connection, scope: Scope, *, low_confidence: float
-) -> dict[tuple[str, str | None], tuple[int, int]]:
-    """(count, count below ``low_confidence``) by (predicted label, true label)."""
-    below = func.sum(case((PREDICTIONS.c.confidence < low_confidence, 1), else_=0))
+    connection: Connection, scope: Scope
+) -> dict[tuple[str, str | None], int]:
+    """Answers counted by (predicted label, true label or None)."""
+    version = tallied_version(scope)
+    if version is not None:
+        return tallies.label_counts(connection, version)
     statement = (
-        select(PREDICTIONS.c.label, IMAGES.c.true_label, func.count(), below)
-        .select_from(scoped_predictions(scope))
-        .where(*prediction_conditions(scope, image_order=True))
-        .group_by(PREDICTIONS.c.label, IMAGES.c.true_label)
+        select(PREDICTIONS.c.label, PREDICTIONS.c.true_label, func.count())
+        .select_from(scoped_predictions(scope, with_images=False))
+        .where(*prediction_conditions(scope))
+        .group_by(PREDICTIONS.c.label, PREDICTIONS.c.true_label)
     )
     return {
-        (label, true_label): (int(count), int(below_count or 0))
-        for label, true_label, count, below_count in connection.execute(statement)
+        (label, true_label): int(count)
+        for label, true_label, count in connection.execute(statement)
     }
 
 
+@dataclass(frozen=True)
+class Histogram:
+    """Confidences counted in 1000 equal buckets, with what buckets lose."""
+
+    counts: list[int]
+    minimum: float | None
+    maximum: float | None
+    total: float
+    below_threshold: int
+
+
 def confidence_histogram_counts(
-    connection: Connection, scope: Scope
-) -> tuple[list[int], float | None, float | None, float]:
-    """Counts in 1000 equal confidence buckets, with the minimum, maximum and sum."""
+    connection: Connection, scope: Scope, *, threshold: float
+) -> Histogram:
+    """The scope's confidence histogram and how many are below ``threshold``."""
+    version = tallied_version(scope)
+    if version is not None:
+        return _tallied_histogram(connection, version, threshold)
     bucket = floor_bucket(PREDICTIONS.c.confidence * HISTOGRAM_BUCKETS)
-    source = scoped_predictions(scope, with_images=needs_images(scope.filter))
+    below = func.sum(case((PREDICTIONS.c.confidence < threshold, 1), else_=0))
     statement = (
         select(
             bucket.label("bucket"),
@@ -198,8 +233,9 @@ def confidence_histogram_counts(
             func.min(PREDICTIONS.c.confidence),
             func.max(PREDICTIONS.c.confidence),
             func.sum(PREDICTIONS.c.confidence, type_=Float()),
+            below,
         )
-        .select_from(source)
+        .select_from(scoped_predictions(scope, with_images=False))
         .where(*prediction_conditions(scope))
         .group_by(bucket)
     )
@@ -207,20 +243,62 @@ def confidence_histogram_counts(
     lows: list[float] = []
     highs: list[float] = []
     total = 0.0
-    for index, count, low, high, summed in connection.execute(statement):
+    below_threshold = 0
+    for index, count, low, high, summed, below_count in connection.execute(statement):
         # a confidence of exactly 1.0 belongs in the top bucket
         counts[min(max(int(index), 0), HISTOGRAM_BUCKETS - 1)] += int(count)
         lows.append(float(low))
         highs.append(float(high))
         total += float(summed)
-    return counts, min(lows, default=None), max(highs, default=None), total
+        below_threshold += int(below_count)
+    return Histogram(
+        counts=counts,
+        minimum=min(lows, default=None),
+        maximum=max(highs, default=None),
+        total=total,
+        below_threshold=below_threshold,
+    )
+
+
+def _tallied_histogram(
+    connection: Connection, version: int, threshold: float
+) -> Histogram:
+    counts, total = tallies.confidence_counts(connection, version)
+    of_version = PREDICTIONS.c.model_version_id == version
+    # each extreme is the first row of the (version, confidence) index
+    minimum = connection.scalar(
+        select(func.min(PREDICTIONS.c.confidence)).where(of_version)
+    )
+    maximum = connection.scalar(
+        select(func.max(PREDICTIONS.c.confidence)).where(of_version)
+    )
+    # whole buckets below the threshold come from the tally; the answers in
+    # the threshold's own bucket are counted in a short range of the index
+    threshold_bucket = tallies.confidence_bucket(threshold)
+    in_bucket = floor_bucket(PREDICTIONS.c.confidence * HISTOGRAM_BUCKETS)
+    partial = connection.scalar(
+        select(func.count()).where(
+            of_version,
+            PREDICTIONS.c.confidence >= (threshold_bucket - 1) / HISTOGRAM_BUCKETS,
+            PREDICTIONS.c.confidence < threshold,
+            in_bucket >= threshold_bucket,
+        )
+    )
+    return Histogram(
+        counts=counts,
+        minimum=None if minimum is None else float(minimum),
+        maximum=None if maximum is None else float(maximum),
+        total=total,
+        below_threshold=sum(counts[:threshold_bucket]) + int(partial or 0),
+    )
 
 
 def confidence_summary(
     connection: Connection, scope: Scope, *, threshold: float
 ) -> ConfidenceSummary:
     """Extremes, mean and quantiles of the confidences, from the histogram."""
-    counts, minimum, maximum, total = confidence_histogram_counts(connection, scope)
+    histogram = confidence_histogram_counts(connection, scope, threshold=threshold)
+    counts, minimum, maximum = histogram.counts, histogram.minimum, histogram.maximum
     count = sum(counts)
     quantiles = {
         f"p{round(q * 100):02d}": quantile_from_histogram(
@@ -232,12 +310,12 @@ def confidence_summary(
         count=count,
         minimum=minimum,
         maximum=maximum,
-        mean=total / count if count else None,
+        mean=histogram.total / count if count else None,
         quantiles={
             name: value for name, value in quantiles.items() if value is not None
         },
         threshold=threshold,
-        below_threshold=0,
+        below_threshold=histogram.below_threshold,
         histogram=counts,
     )
 
@@ -283,7 +361,7 @@ def failures_by_kind(connection: Connection, scope: Scope) -> dict[str, int]:
 
 def _assemble(
     scope: Scope,
-    pairs: dict[tuple[str, str | None], tuple[int, int]],
+    pairs: dict[tuple[str, str | None], int],
     confidence: ConfidenceSummary,
     failures: dict[str, int],
 ) -> Stats:
@@ -294,7 +372,7 @@ def _assemble(
     actual = dict.fromkeys(names, 0)
     correct = dict.fromkeys(names, 0)
     confusion: dict[tuple[str, str], int] = {}
-    for (label, true_label), (count, _) in pairs.items():
+    for (label, true_label), count in pairs.items():
         predicted[label] += count
         if true_label is None:
             continue

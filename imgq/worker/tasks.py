@@ -23,7 +23,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from imgq.config import get_settings
-from imgq.db import bulk
+from imgq.db import bulk, predictions
 from imgq.db.engine import session_scope
 from imgq.db.jobs import BATCH_DONE, BATCH_FAILED, close_batch
 from imgq.db.schema import Batch, Failure, Image, Prediction
@@ -212,7 +212,7 @@ def _write(
     batch_images = len(result.image_ids) + len(result.failures)
     label_indexes = result.probabilities.argmax(axis=1)
     confidences = result.probabilities.max(axis=1)
-    predictions: list[dict[str, Any]] = [
+    prediction_rows: list[dict[str, Any]] = [
         {
             "image_id": image_id,
             "model_version_id": model_version_id,
@@ -249,7 +249,7 @@ def _write(
         for image_id, path, kind, message in result.failures
     ]
     with session_scope() as session:
-        bulk.insert_ignoring_duplicates(session, Prediction, predictions)
+        predictions.record(session, prediction_rows)
         bulk.insert_ignoring_duplicates(session, Failure, failures)
 
 
