@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
+from support_tallies import assert_tallies_match_rows
 from worker_process import running_worker, wait_for_job, write_digits
 
 from imgq.db.engine import session_scope
@@ -76,6 +77,8 @@ def test_every_image_ends_with_one_prediction_or_one_failure(
     }
     # the briefly trained test model still gets most digits right
     assert (right or 0) >= 50
+    kept = assert_tallies_match_rows()
+    assert sum(kept["job_label_tallies"].values()) == 60
 
 
 def test_resubmitting_the_same_files_adds_no_rows(
@@ -93,6 +96,8 @@ def test_resubmitting_the_same_files_adds_no_rows(
         counts = wait_for_job(second, worker=worker)
 
     after = _row_counts()
+    kept = assert_tallies_match_rows()
+    assert {job for job, _ in kept["job_images.tallied"]} == {first, second}
     assert counts.done == 30
     assert after["images"] == before["images"] == 30
     assert after["predictions"] == before["predictions"] == 30

@@ -21,6 +21,7 @@ from support_jobs import (
     wait_for_done,
     write_digits,
 )
+from support_tallies import assert_tallies_match_rows
 
 from imgq.db.engine import session_scope
 from imgq.db.schema import Prediction
@@ -71,6 +72,9 @@ def test_workers_racing_on_one_database_write_each_row_once(
             )
         )
     assert rows == pairs == 96
+    # both jobs count every answer once, whichever worker wrote it
+    kept = assert_tallies_match_rows()
+    assert len(kept["job_images.tallied"]) == 2 * 96
     logs = [worker.log() for worker in running]
     assert sum("batch=" in log for log in logs) >= 2, "the workers did not race"
     assert not any(LOCKED_MESSAGE in log for log in logs)

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
-from report_data import model_version_row, store_predictions
+from report_data import JOB_IMAGES, fill, model_version_row, store_predictions
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
+from support_tallies import assert_tallies_match_rows
 from worker_process import write_png
 
 from imgq.cli import main
@@ -31,7 +32,7 @@ from imgq.report.queries import (
     with_filter,
     worst_wrong,
 )
-from imgq.report.stats import compute_stats, tallied_version
+from imgq.report.stats import Tallied, compute_stats, tallied_scope
 
 CLASSES = ["0", "1", "2"]
 
@@ -66,8 +67,8 @@ def _answer(image_id: int, label: str, confidence: float) -> dict[str, object]:
 def _counted_now(url: str) -> tuple[dict[tuple[str, str | None], int], list[int]]:
     with get_engine(url).connect() as connection:
         return (
-            tallies.label_counts(connection, 1),
-            tallies.confidence_counts(connection, 1)[0],
+            tallies.label_counts(connection, model_version_id=1, job_id=None),
+            tallies.confidence_counts(connection, model_version_id=1, job_id=None)[0],
         )
 
 
@@ -77,8 +78,8 @@ def _recounted(url: str) -> tuple[dict[tuple[str, str | None], int], list[int]]:
         transaction = connection.begin()
         tallies.recount(connection)
         counted = (
-            tallies.label_counts(connection, 1),
-            tallies.confidence_counts(connection, 1)[0],
+            tallies.label_counts(connection, model_version_id=1, job_id=None),
+            tallies.confidence_counts(connection, model_version_id=1, job_id=None)[0],
         )
         transaction.rollback()
     return counted
@@ -131,7 +132,8 @@ def test_whole_version_stats_from_the_tallies_equal_the_scan(
         scanned = resolve_scope(
             connection, ResultFilter(model="1", min_confidence=0.0), default_model=None
         )
-        assert tallied_version(whole) == 1 and tallied_version(scanned) is None
+        assert tallied_scope(whole) == Tallied(model_version_id=1, job_id=None)
+        assert tallied_scope(scanned) is None
         for threshold in (0.6, 0.6005, 0.35):
             fast = compute_stats(connection, whole, low_confidence=threshold)
             slow = compute_stats(connection, scanned, low_confidence=threshold)
@@ -144,6 +146,35 @@ def test_whole_version_stats_from_the_tallies_equal_the_scan(
             assert fast.confidence.quantiles == slow.confidence.quantiles
             assert fast.confidence.minimum == slow.confidence.minimum == 0.001
             assert fast.confidence.maximum == slow.confidence.maximum == 1.0
+            assert fast.confidence.mean == pytest.approx(slow.confidence.mean)
+
+
+def test_job_stats_from_the_tallies_equal_the_scan(
+    migrated: str, tmp_path: Path
+) -> None:
+    # jobs 1 and 2 share images 9-12, answered once; job 3 is version 2
+    fill(migrated, tmp_path / "images")
+    assert_tallies_match_rows()
+    with connect() as connection:
+        for job in (1, 2, 3):
+            whole = resolve_scope(connection, ResultFilter(job=job), default_model=None)
+            scanned = resolve_scope(
+                connection,
+                ResultFilter(job=job, min_confidence=0.0),
+                default_model=None,
+            )
+            assert tallied_scope(whole) is not None
+            assert tallied_scope(scanned) is None
+            fast = compute_stats(connection, whole, low_confidence=0.62)
+            slow = compute_stats(connection, scanned, low_confidence=0.62)
+
+            assert fast.total == slow.total == len(JOB_IMAGES[job])
+            assert fast.classes == slow.classes
+            assert fast.confusion == slow.confusion
+            assert fast.confidence.histogram == slow.confidence.histogram
+            assert fast.confidence.below_threshold == slow.confidence.below_threshold
+            assert fast.confidence.minimum == slow.confidence.minimum
+            assert fast.confidence.maximum == slow.confidence.maximum
             assert fast.confidence.mean == pytest.approx(slow.confidence.mean)
 
 
@@ -194,7 +225,15 @@ def test_a_label_submitted_later_reaches_the_answers_and_their_counts(
     ]
     counts = _counted_now(migrated)
     assert counts[0] == {("1", "1"): 1, ("1", "2"): 1, ("1", None): 1}
-    assert counts == _recounted(migrated)
+    kept = assert_tallies_match_rows()
+    # the first job's answers moved; the second job counted its two at once
+    assert kept["job_label_tallies"] == {
+        (first.job_id, "1", "1"): 1,
+        (first.job_id, "1", "2"): 1,
+        (first.job_id, "1", ""): 1,
+        (second.job_id, "1", "1"): 1,
+        (second.job_id, "1", "2"): 1,
+    }
     with connect() as connection:
         scope = resolve_scope(connection, ResultFilter(model="1"), default_model=None)
         wrong = worst_wrong(connection, scope, limit=5)

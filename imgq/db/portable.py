@@ -31,28 +31,37 @@ def _floor_sqlite(element: floor_bucket, compiler: SQLCompiler, **kw: Any) -> st
     return f"CAST({compiler.process(element.clauses, **kw)} AS INTEGER)"
 
 
-class in_image_order(FunctionElement[int]):  # noqa: N801 (an SQL construct)
-    """An integer column compared without its index: SQLite reads in image order.
+class unindexed(FunctionElement[Any]):  # noqa: N801 (an SQL construct)
+    """A column that SQLite's planner may not look up by an index: ``+column``.
 
-    On SQLite this is ``+column``, which keeps the planner from starting a
-    version-wide join at an index on the model version: it scans ``images``
-    (or ``predictions``) in id order instead and looks each row's partner up
-    by the unique (image, version) key, touching pages in order rather than at
-    random, several times faster on a large table. Other databases get the
-    plain column; PostgreSQL chooses hash joins for these by itself.
+    SQLite picks the index for a query from its WHERE terms, and sometimes a
+    worse one than reading in the order the query wants:
+
+    - a version-wide join started at the index on the model version reads
+      pages at random; scanning ``images`` (or ``predictions``) in id order
+      and looking each row's partner up by the unique (image, version) key is
+      several times faster on a large table;
+    - a listing of wrong answers in image order started at the partial index
+      of wrong answers (in confidence order) sorts them all first, where
+      walking the images in order stops after the first few.
+
+    Other databases get the plain column; PostgreSQL plans these well itself.
     """
 
-    type = Integer()
     inherit_cache = True
 
+    def __init__(self, column: ColumnElement[Any]) -> None:
+        super().__init__(column)
+        self.type = column.type
 
-@compiles(in_image_order)
-def _plain_column(element: in_image_order, compiler: SQLCompiler, **kw: Any) -> str:
+
+@compiles(unindexed)
+def _plain_column(element: unindexed, compiler: SQLCompiler, **kw: Any) -> str:
     return compiler.process(element.clauses, **kw)
 
 
-@compiles(in_image_order, "sqlite")
-def _unindexed_column(element: in_image_order, compiler: SQLCompiler, **kw: Any) -> str:
+@compiles(unindexed, "sqlite")
+def _unindexed_column(element: unindexed, compiler: SQLCompiler, **kw: Any) -> str:
     return f"+{compiler.process(element.clauses, **kw)}"
 
 
@@ -61,5 +70,5 @@ def version_condition(
 ) -> ColumnElement[bool]:
     """``column = version``, read in image order when a whole version is joined."""
     if whole_version:
-        return in_image_order(column) == version
+        return unindexed(column) == version
     return column == version

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -20,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -114,6 +116,10 @@ class JobImage(Base):
         ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
     )
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id"), primary_key=True)
+    # whether the job's tallies count this image's answer (imgq.db.predictions)
+    tallied: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
 
 
 class Batch(Base):
@@ -203,6 +209,32 @@ class ConfidenceTally(Base):
 
     model_version_id: Mapped[int] = mapped_column(
         ForeignKey("model_versions.id"), primary_key=True
+    )
+    bucket: Mapped[int] = mapped_column(Integer, primary_key=True)
+    images: Mapped[int] = mapped_column(BigInteger)
+    confidence_sum: Mapped[float] = mapped_column(Float)
+
+
+class JobLabelTally(Base):
+    """How many results of a job have this predicted and this true label."""
+
+    __tablename__ = "job_label_tallies"
+
+    job_id: Mapped[int] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    label: Mapped[str] = mapped_column(String(200), primary_key=True)
+    true_label: Mapped[str] = mapped_column(String(200), primary_key=True)
+    images: Mapped[int] = mapped_column(BigInteger)
+
+
+class JobConfidenceTally(Base):
+    """How many results of a job have a confidence in this 1/1000 bucket."""
+
+    __tablename__ = "job_confidence_tallies"
+
+    job_id: Mapped[int] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
     )
     bucket: Mapped[int] = mapped_column(Integer, primary_key=True)
     images: Mapped[int] = mapped_column(BigInteger)

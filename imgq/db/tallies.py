@@ -1,21 +1,21 @@
-"""Running counts of each model version's answers, kept in step with its rows.
+"""Running counts of the answers of each model version and of each job.
 
-A report or ``imgq stats`` over a whole model version needs every answer
-counted by predicted and true label and the spread of the confidences. On a
-million predictions that is a scan of every row; these two small tables hold
-the counts ready instead:
+A report or ``imgq stats`` over a version or a job needs its answers counted
+by predicted and true label and the spread of their confidences. On a million
+predictions that is a scan of every row; these small tables hold the counts
+ready instead, twice: for all the answers of a version and for the results
+of a job (its version's answers for its images):
 
-- ``label_tallies``: answers by (version, predicted label, true label), the
-  true label ``''`` where it is unknown;
-- ``confidence_tallies``: answers and their summed confidence by (version,
-  confidence bucket), a bucket being ``floor(confidence * 1000)``.
+- ``label_tallies`` / ``job_label_tallies``: answers by (version or job,
+  predicted label, true label), the true label ``''`` where it is unknown;
+- ``confidence_tallies`` / ``job_confidence_tallies``: answers and their
+  summed confidence by (version or job, confidence bucket), a bucket being
+  ``floor(confidence * 1000)``.
 
-They change only in the transactions that change what they count (a new
-prediction, a true label that arrives later; see :mod:`imgq.db.predictions`),
-so they are exactly as current as the predictions a reader sees. Counts are
-upserted in key order, so two writers that touch the same counts lock them in
-the same order and cannot deadlock. ``imgq db recount`` rebuilds both from the
-predictions, for a database edited by hand.
+They change only in the transactions that change what they count, through
+:mod:`imgq.db.predictions`, so a reader sees them exactly as current as the
+predictions. Counts are upserted in key order, so two writers that touch the
+same counts lock them in the same order and cannot deadlock.
 """
 
 from __future__ import annotations
@@ -23,26 +23,49 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
-from sqlalchemy import Connection, Table, case, delete, func, insert, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    FromClause,
+    Join,
+    Table,
+    and_,
+    case,
+    delete,
+    exists,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from imgq.db import bulk
 from imgq.db.portable import floor_bucket
-from imgq.db.schema import ConfidenceTally, LabelTally, Prediction
+from imgq.db.schema import (
+    Base,
+    ConfidenceTally,
+    Job,
+    JobConfidenceTally,
+    JobImage,
+    JobLabelTally,
+    LabelTally,
+    Prediction,
+)
 
 BUCKETS = 1000
 UNKNOWN_LABEL = ""
 
-LABEL_TALLIES = cast(Table, LabelTally.__table__)
-CONFIDENCE_TALLIES = cast(Table, ConfidenceTally.__table__)
 PREDICTIONS = cast(Table, Prediction.__table__)
+JOBS = cast(Table, Job.__table__)
+JOB_IMAGES = cast(Table, JobImage.__table__)
 
 
 @dataclass(frozen=True)
 class Answer:
-    """What a tally counts of one prediction."""
+    """What the tallies count of one prediction."""
 
     model_version_id: int
     label: str
@@ -50,94 +73,141 @@ class Answer:
     confidence: float
 
 
+@dataclass(frozen=True)
+class _Tables:
+    """The two tallies of one kind of scope and the column naming the scope."""
+
+    labels: type[Base]
+    confidences: type[Base]
+    scope: str
+
+    def label_table(self) -> Table:
+        return cast(Table, self.labels.__table__)
+
+    def confidence_table(self) -> Table:
+        return cast(Table, self.confidences.__table__)
+
+
+VERSION_TALLIES = _Tables(LabelTally, ConfidenceTally, "model_version_id")
+JOB_TALLIES = _Tables(JobLabelTally, JobConfidenceTally, "job_id")
+
+
 def confidence_bucket(confidence: float) -> int:
     """The bucket of a confidence; 1.0 belongs in the top one."""
     return min(max(int(confidence * BUCKETS), 0), BUCKETS - 1)
 
 
+def _known(true_label: str | None) -> str:
+    return UNKNOWN_LABEL if true_label is None else true_label
+
+
 def add(session: Session, answers: Iterable[Answer], *, sign: int = 1) -> None:
-    """Count ``answers`` in (``sign=-1``: take them out of) both tallies."""
+    """Count ``answers`` in (``sign=-1``: take them out of) their versions' tallies."""
+    _add(
+        session,
+        VERSION_TALLIES,
+        ((answer.model_version_id, answer) for answer in answers),
+        sign,
+    )
+
+
+def add_to_jobs(
+    session: Session, answers: Iterable[tuple[int, Answer]], *, sign: int = 1
+) -> None:
+    """Count each (job id, answer) in the job's tallies."""
+    _add(session, JOB_TALLIES, answers, sign)
+
+
+def _add(
+    session: Session, tables: _Tables, answers: Iterable[tuple[int, Answer]], sign: int
+) -> None:
     labels: Counter[tuple[int, str, str]] = Counter()
     buckets: Counter[tuple[int, int]] = Counter()
     sums: dict[tuple[int, int], float] = defaultdict(float)
-    for answer in answers:
-        true_label = UNKNOWN_LABEL if answer.true_label is None else answer.true_label
-        labels[(answer.model_version_id, answer.label, true_label)] += sign
-        bucket = (answer.model_version_id, confidence_bucket(answer.confidence))
+    for scope, answer in answers:
+        labels[(scope, answer.label, _known(answer.true_label))] += sign
+        bucket = (scope, confidence_bucket(answer.confidence))
         buckets[bucket] += sign
         sums[bucket] += sign * answer.confidence
-    _increment_labels(session, labels)
-    if buckets:
-        bulk.upsert(
-            session,
-            ConfidenceTally,
-            [
-                {
-                    "model_version_id": version,
-                    "bucket": bucket,
-                    "images": buckets[(version, bucket)],
-                    "confidence_sum": sums[(version, bucket)],
-                }
-                for version, bucket in sorted(buckets)
-            ],
-            key=["model_version_id", "bucket"],
-            update={
-                "images": lambda excluded: ConfidenceTally.images + excluded.images,
-                "confidence_sum": lambda excluded: (
-                    ConfidenceTally.confidence_sum + excluded.confidence_sum
-                ),
-            },
-        )
+    _increment_labels(session, tables, labels)
+    if not buckets:
+        return
+    model = tables.confidences
+    table = tables.confidence_table()
+    bulk.upsert(
+        session,
+        model,
+        [
+            {
+                tables.scope: scope,
+                "bucket": bucket,
+                "images": buckets[(scope, bucket)],
+                "confidence_sum": sums[(scope, bucket)],
+            }
+            for scope, bucket in sorted(buckets)
+        ],
+        key=[tables.scope, "bucket"],
+        update={
+            "images": lambda excluded: table.c.images + excluded.images,
+            "confidence_sum": lambda excluded: (
+                table.c.confidence_sum + excluded.confidence_sum
+            ),
+        },
+    )
 
 
 def move_true_labels(
-    session: Session, moves: Iterable[tuple[int, str, str | None, str | None]]
+    session: Session,
+    moves: Iterable[tuple[int, str, str | None, str | None]],
+    *,
+    jobs: bool = False,
 ) -> None:
     """Recount answers whose image's true label changed.
 
-    Each move is (version, predicted label, old true label, new true label).
+    Each move is (version, or job with ``jobs``, predicted label, old true
+    label, new true label).
     """
     labels: Counter[tuple[int, str, str]] = Counter()
-    for version, label, old, new in moves:
-        labels[(version, label, UNKNOWN_LABEL if old is None else old)] -= 1
-        labels[(version, label, UNKNOWN_LABEL if new is None else new)] += 1
-    _increment_labels(session, labels)
+    for scope, label, old, new in moves:
+        labels[(scope, label, _known(old))] -= 1
+        labels[(scope, label, _known(new))] += 1
+    _increment_labels(session, JOB_TALLIES if jobs else VERSION_TALLIES, labels)
 
 
-def _increment_labels(session: Session, labels: Counter[tuple[int, str, str]]) -> None:
+def _increment_labels(
+    session: Session, tables: _Tables, labels: Counter[tuple[int, str, str]]
+) -> None:
     changes = sorted(key for key, change in labels.items() if change)
     if not changes:
         return
+    table = tables.label_table()
     bulk.upsert(
         session,
-        LabelTally,
+        tables.labels,
         [
             {
-                "model_version_id": version,
+                tables.scope: scope,
                 "label": label,
                 "true_label": true_label,
-                "images": labels[(version, label, true_label)],
+                "images": labels[(scope, label, true_label)],
             }
-            for version, label, true_label in changes
+            for scope, label, true_label in changes
         ],
-        key=["model_version_id", "label", "true_label"],
-        update={"images": lambda excluded: LabelTally.images + excluded.images},
+        key=[tables.scope, "label", "true_label"],
+        update={"images": lambda excluded: table.c.images + excluded.images},
     )
 
 
 def label_counts(
-    connection: Connection, model_version_id: int
+    connection: Connection, *, model_version_id: int | None = None, job_id: int | None
 ) -> dict[tuple[str, str | None], int]:
-    """Answers of a version by (predicted label, true label or None)."""
+    """Answers of a version (or the results of a job) by (label, true label)."""
+    tables, scope = _scope(model_version_id, job_id)
+    table = tables.label_table()
     rows = connection.execute(
-        select(
-            LABEL_TALLIES.c.label, LABEL_TALLIES.c.true_label, LABEL_TALLIES.c.images
-        )
-        .where(
-            LABEL_TALLIES.c.model_version_id == model_version_id,
-            LABEL_TALLIES.c.images > 0,
-        )
-        .order_by(LABEL_TALLIES.c.label, LABEL_TALLIES.c.true_label)
+        select(table.c.label, table.c.true_label, table.c.images)
+        .where(table.c[tables.scope] == scope, table.c.images > 0)
+        .order_by(table.c.label, table.c.true_label)
     )
     return {
         (label, None if true_label == UNKNOWN_LABEL else true_label): int(images)
@@ -146,17 +216,17 @@ def label_counts(
 
 
 def confidence_counts(
-    connection: Connection, model_version_id: int
+    connection: Connection, *, model_version_id: int | None = None, job_id: int | None
 ) -> tuple[list[int], float]:
-    """A version's answers in each of the 1000 buckets, and their summed confidence."""
+    """Answers in each of the 1000 buckets, and their summed confidence."""
+    tables, scope = _scope(model_version_id, job_id)
+    table = tables.confidence_table()
     counts = [0] * BUCKETS
     total = 0.0
     rows = connection.execute(
-        select(
-            CONFIDENCE_TALLIES.c.bucket,
-            CONFIDENCE_TALLIES.c.images,
-            CONFIDENCE_TALLIES.c.confidence_sum,
-        ).where(CONFIDENCE_TALLIES.c.model_version_id == model_version_id)
+        select(table.c.bucket, table.c.images, table.c.confidence_sum).where(
+            table.c[tables.scope] == scope
+        )
     )
     for bucket, images, confidence_sum in rows:
         counts[int(bucket)] = int(images)
@@ -164,31 +234,61 @@ def confidence_counts(
     return counts, total
 
 
-def recount(connection: Connection, model_version_id: int | None = None) -> None:
-    """Rebuild the tallies of one version (None: of all) from its predictions."""
-    label_scope: list[Any] = []
-    confidence_scope: list[Any] = []
-    prediction_scope: list[Any] = []
-    if model_version_id is not None:
-        label_scope.append(LABEL_TALLIES.c.model_version_id == model_version_id)
-        confidence_scope.append(
-            CONFIDENCE_TALLIES.c.model_version_id == model_version_id
+def _scope(model_version_id: int | None, job_id: int | None) -> tuple[_Tables, int]:
+    if job_id is not None:
+        return JOB_TALLIES, job_id
+    if model_version_id is None:
+        raise ValueError("tallies are kept per model version or per job")
+    return VERSION_TALLIES, model_version_id
+
+
+def job_results() -> Join:
+    """``predictions`` joined to the memberships whose job has their version."""
+    return PREDICTIONS.join(
+        JOB_IMAGES, JOB_IMAGES.c.image_id == PREDICTIONS.c.image_id
+    ).join(
+        JOBS,
+        and_(
+            JOBS.c.id == JOB_IMAGES.c.job_id,
+            JOBS.c.model_version_id == PREDICTIONS.c.model_version_id,
+        ),
+    )
+
+
+def recount(connection: Connection) -> None:
+    """Rebuild every tally, and which memberships are counted, from the rows."""
+    for model in (LabelTally, ConfidenceTally, JobLabelTally, JobConfidenceTally):
+        connection.execute(delete(cast(Table, model.__table__)))
+    answered = (
+        exists()
+        .where(
+            PREDICTIONS.c.image_id == JOB_IMAGES.c.image_id,
+            JOBS.c.id == JOB_IMAGES.c.job_id,
+            JOBS.c.model_version_id == PREDICTIONS.c.model_version_id,
         )
-        prediction_scope.append(PREDICTIONS.c.model_version_id == model_version_id)
-    connection.execute(delete(LABEL_TALLIES).where(*label_scope))
-    connection.execute(delete(CONFIDENCE_TALLIES).where(*confidence_scope))
+        .correlate(JOB_IMAGES)
+    )
+    connection.execute(update(JOB_IMAGES).values(tallied=answered))
+    for tables, source, scope in (
+        (VERSION_TALLIES, PREDICTIONS, PREDICTIONS.c.model_version_id),
+        (JOB_TALLIES, job_results(), JOB_IMAGES.c.job_id),
+    ):
+        _insert_counts(connection, tables, source, scope)
+
+
+def _insert_counts(
+    connection: Connection,
+    tables: _Tables,
+    source: FromClause,
+    scope: ColumnElement[int],
+) -> None:
     true_label = func.coalesce(PREDICTIONS.c.true_label, UNKNOWN_LABEL)
     connection.execute(
-        insert(LABEL_TALLIES).from_select(
-            ["model_version_id", "label", "true_label", "images"],
-            select(
-                PREDICTIONS.c.model_version_id,
-                PREDICTIONS.c.label,
-                true_label,
-                func.count(),
-            )
-            .where(*prediction_scope)
-            .group_by(PREDICTIONS.c.model_version_id, PREDICTIONS.c.label, true_label),
+        insert(tables.label_table()).from_select(
+            [tables.scope, "label", "true_label", "images"],
+            select(scope, PREDICTIONS.c.label, true_label, func.count())
+            .select_from(source)
+            .group_by(scope, PREDICTIONS.c.label, true_label),
         )
     )
     raw_bucket = floor_bucket(PREDICTIONS.c.confidence * BUCKETS)
@@ -196,15 +296,10 @@ def recount(connection: Connection, model_version_id: int | None = None) -> None
         (raw_bucket >= BUCKETS, BUCKETS - 1), (raw_bucket < 0, 0), else_=raw_bucket
     )
     connection.execute(
-        insert(CONFIDENCE_TALLIES).from_select(
-            ["model_version_id", "bucket", "images", "confidence_sum"],
-            select(
-                PREDICTIONS.c.model_version_id,
-                bucket,
-                func.count(),
-                func.sum(PREDICTIONS.c.confidence),
-            )
-            .where(*prediction_scope)
-            .group_by(PREDICTIONS.c.model_version_id, bucket),
+        insert(tables.confidence_table()).from_select(
+            [tables.scope, "bucket", "images", "confidence_sum"],
+            select(scope, bucket, func.count(), func.sum(PREDICTIONS.c.confidence))
+            .select_from(source)
+            .group_by(scope, bucket),
         )
     )

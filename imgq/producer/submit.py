@@ -230,6 +230,13 @@ def _register_chunk(
             [{"job_id": result.job_id, "image_id": image_id} for image_id in image_ids],
         )
         bulk.insert_ignoring_duplicates(session, Failure, failures)
+        # images answered before are results of this job at once
+        predictions.tally_memberships(
+            session,
+            model_version_id=result.model_version_id,
+            image_ids=image_ids,
+            job_id=result.job_id,
+        )
         todo = _without_prediction(session, image_ids, result.model_version_id)
         batch_ids = enqueue_rows(
             session,

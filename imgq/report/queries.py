@@ -33,6 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from imgq.db.engine import get_engine, read_only
+from imgq.db.portable import unindexed
 from imgq.db.schema import Failure, Image, Job, JobImage, ModelVersion, Prediction
 from imgq.errors import InputError
 from imgq.models import registry
@@ -277,13 +278,17 @@ def with_filter(scope: Scope, **changes: Any) -> Scope:
     return replace(scope, filter=replace(scope.filter, **changes))
 
 
-def prediction_conditions(scope: Scope) -> list[ColumnElement[bool]]:
+def prediction_conditions(
+    scope: Scope, *, wrong_index: bool = True
+) -> list[ColumnElement[bool]]:
     """WHERE conditions on ``predictions`` alone for the scope.
 
     The job is not among them: :func:`scoped_predictions` joins its members.
     The true label is the prediction's copy of the image's, so no condition
-    needs ``images``, and "wrong" is spelled exactly as the partial index on
-    wrong answers is, which lets the planner use it.
+    needs ``images``. With ``wrong_index`` "wrong" is spelled exactly as the
+    partial index of wrong answers is, which lets the planner read it; a
+    listing in image order asks for the other spelling (see
+    :class:`imgq.db.portable.unindexed`).
     """
     result_filter = scope.filter
     conditions: list[ColumnElement[bool]] = []
@@ -298,7 +303,8 @@ def prediction_conditions(scope: Scope) -> list[ColumnElement[bool]]:
     if result_filter.max_confidence is not None:
         conditions.append(PREDICTIONS.c.confidence <= result_filter.max_confidence)
     if result_filter.wrong_only:
-        conditions.append(PREDICTIONS.c.label != PREDICTIONS.c.true_label)
+        label = PREDICTIONS.c.label if wrong_index else unindexed(PREDICTIONS.c.label)
+        conditions.append(label != PREDICTIONS.c.true_label)
     if result_filter.since is not None:
         conditions.append(PREDICTIONS.c.created_at >= result_filter.since)
     if result_filter.until is not None:
@@ -346,7 +352,9 @@ def results_statement(scope: Scope, *, order: Order = Order.IMAGE) -> Select[Any
             PREDICTIONS.c.created_at,
         )
         .select_from(scoped_predictions(scope))
-        .where(*prediction_conditions(scope))
+        .where(
+            *prediction_conditions(scope, wrong_index=order is Order.CONFIDENCE_DESC)
+        )
     )
     # the same image id, named where the planner can read it in order
     # (SQLite does not carry the order across the join's equality)

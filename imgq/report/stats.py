@@ -166,15 +166,24 @@ def compute_stats(
     return _assemble(scope, pairs, confidence, failures)
 
 
-def tallied_version(scope: Scope) -> int | None:
-    """The model version when the scope is all of its answers, else None.
+@dataclass(frozen=True)
+class Tallied:
+    """A scope that is all the answers of a version or all the results of a job."""
+
+    model_version_id: int
+    job_id: int | None
+
+
+def tallied_scope(scope: Scope) -> Tallied | None:
+    """The version or job whose tallies hold the scope's counts, else None.
 
     Such a scope is read from the tallies (:mod:`imgq.db.tallies`), a few
-    hundred rows, instead of every prediction of the version.
+    hundred rows, instead of every prediction in it. A filter on anything but
+    the job, or a job read with another version than its own, is counted.
     """
     result_filter = scope.filter
     narrowing = (
-        result_filter.job,
+        result_filter.model if result_filter.job is not None else None,
         result_filter.label,
         result_filter.true_label,
         result_filter.min_confidence,
@@ -184,16 +193,20 @@ def tallied_version(scope: Scope) -> int | None:
     )
     if result_filter.wrong_only or any(value is not None for value in narrowing):
         return None
-    return scope.model_version_id
+    if scope.model_version_id is None:
+        return None
+    return Tallied(model_version_id=scope.model_version_id, job_id=result_filter.job)
 
 
 def label_pairs(
     connection: Connection, scope: Scope
 ) -> dict[tuple[str, str | None], int]:
     """Answers counted by (predicted label, true label or None)."""
-    version = tallied_version(scope)
-    if version is not None:
-        return tallies.label_counts(connection, version)
+    tallied = tallied_scope(scope)
+    if tallied is not None:
+        return tallies.label_counts(
+            connection, model_version_id=tallied.model_version_id, job_id=tallied.job_id
+        )
     statement = (
         select(PREDICTIONS.c.label, PREDICTIONS.c.true_label, func.count())
         .select_from(scoped_predictions(scope, with_images=False))
@@ -221,9 +234,9 @@ def confidence_histogram_counts(
     connection: Connection, scope: Scope, *, threshold: float
 ) -> Histogram:
     """The scope's confidence histogram and how many are below ``threshold``."""
-    version = tallied_version(scope)
-    if version is not None:
-        return _tallied_histogram(connection, version, threshold)
+    tallied = tallied_scope(scope)
+    if tallied is not None:
+        return _tallied_histogram(connection, scope, tallied, threshold)
     bucket = floor_bucket(PREDICTIONS.c.confidence * HISTOGRAM_BUCKETS)
     below = func.sum(case((PREDICTIONS.c.confidence < threshold, 1), else_=0))
     statement = (
@@ -261,33 +274,45 @@ def confidence_histogram_counts(
 
 
 def _tallied_histogram(
-    connection: Connection, version: int, threshold: float
+    connection: Connection, scope: Scope, tallied: Tallied, threshold: float
 ) -> Histogram:
-    counts, total = tallies.confidence_counts(connection, version)
-    of_version = PREDICTIONS.c.model_version_id == version
-    # each extreme is the first row of the (version, confidence) index
-    minimum = connection.scalar(
-        select(func.min(PREDICTIONS.c.confidence)).where(of_version)
+    counts, total = tallies.confidence_counts(
+        connection, model_version_id=tallied.model_version_id, job_id=tallied.job_id
     )
-    maximum = connection.scalar(
-        select(func.max(PREDICTIONS.c.confidence)).where(of_version)
-    )
-    # whole buckets below the threshold come from the tally; the answers in
-    # the threshold's own bucket are counted in a short range of the index
+    # Each extreme is the first answer of the scope in the (version,
+    # confidence) index; a job's is near the start too, as its bucket is the
+    # lowest (highest) one the tally has.
+    source = scoped_predictions(scope, with_images=False)
+    in_scope = PREDICTIONS.c.model_version_id == tallied.model_version_id
+    extremes = [
+        connection.scalar(
+            select(PREDICTIONS.c.confidence)
+            .select_from(source)
+            .where(in_scope)
+            .order_by(order)
+            .limit(1)
+        )
+        for order in (PREDICTIONS.c.confidence, PREDICTIONS.c.confidence.desc())
+    ]
+    # Whole buckets below the threshold come from the tally; the answers in
+    # the threshold's own bucket are counted in a short range of the index.
     threshold_bucket = tallies.confidence_bucket(threshold)
     in_bucket = floor_bucket(PREDICTIONS.c.confidence * HISTOGRAM_BUCKETS)
     partial = connection.scalar(
-        select(func.count()).where(
-            of_version,
+        select(func.count())
+        .select_from(source)
+        .where(
+            in_scope,
             PREDICTIONS.c.confidence >= (threshold_bucket - 1) / HISTOGRAM_BUCKETS,
             PREDICTIONS.c.confidence < threshold,
             in_bucket >= threshold_bucket,
         )
     )
+    minimum, maximum = (None if value is None else float(value) for value in extremes)
     return Histogram(
         counts=counts,
-        minimum=None if minimum is None else float(minimum),
-        maximum=None if maximum is None else float(maximum),
+        minimum=minimum,
+        maximum=maximum,
         total=total,
         below_threshold=sum(counts[:threshold_bucket]) + int(partial or 0),
     )

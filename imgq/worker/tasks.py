@@ -117,6 +117,14 @@ def _classify(
 ) -> dict[str, int]:
     classifier = runtime.classifier_for(model_version_id)
     items = _items_without_prediction(model_version_id, image_ids)
+    answered = set(image_ids) - {image_id for image_id, _ in items}
+    if answered:
+        # answered for another job meanwhile: still one of this job's results
+        with session_scope() as session:
+            predictions.lock_images(session, list(answered), nowait=True)
+            predictions.tally_memberships(
+                session, model_version_id=model_version_id, image_ids=list(answered)
+            )
     predicted = failed = 0
     # One write in flight while the model runs the next batch; waiting for it
     # before the next submit keeps memory bounded and surfaces its errors.
