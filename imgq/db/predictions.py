@@ -80,18 +80,18 @@ def record(session: Session, rows: Sequence[dict[str, Any]]) -> int:
         ),
         labelled,
     ).all()
+    by_version: dict[int, dict[int, tallies.Answer]] = {}
+    for image_id, version, label, true_label, confidence in inserted:
+        answer = tallies.Answer(version, label, true_label, float(confidence))
+        by_version.setdefault(version, {})[image_id] = answer
     tallies.add(
         session,
-        (
-            tallies.Answer(version, label, true_label, float(confidence))
-            for _, version, label, true_label, confidence in inserted
-        ),
+        (answer for answers in by_version.values() for answer in answers.values()),
     )
-    by_version: dict[int, list[int]] = {}
-    for image_id, version, *_ in inserted:
-        by_version.setdefault(version, []).append(image_id)
-    for version, image_ids in sorted(by_version.items()):
-        tally_memberships(session, model_version_id=version, image_ids=image_ids)
+    for version, answers in sorted(by_version.items()):
+        tally_memberships(
+            session, model_version_id=version, image_ids=list(answers), known=answers
+        )
     return len(inserted)
 
 
@@ -101,6 +101,7 @@ def tally_memberships(
     model_version_id: int,
     image_ids: Sequence[int],
     job_id: int | None = None,
+    known: dict[int, tallies.Answer] | None = None,
 ) -> int:
     """Count answered images in the tallies of their jobs; return how many.
 
@@ -108,6 +109,7 @@ def tally_memberships(
     in job ``job_id`` alone) that are not counted yet and whose image the
     version has answered. The caller holds the images' rows (a worker's
     share lock, a submission's upsert), so no label changes meanwhile.
+    ``known`` holds answers the caller has at hand, which are not read again.
     """
     if not image_ids:
         return 0
@@ -130,9 +132,10 @@ def tally_memberships(
     ).all()
     if not counted:
         return 0
-    answers = {
-        image_id: tallies.Answer(model_version_id, label, true_label, float(value))
-        for image_id, label, true_label, value in session.execute(
+    answers = dict(known or {})
+    unknown = sorted({image for _, image in counted} - set(answers))
+    if unknown:
+        rows = session.execute(
             select(
                 PREDICTIONS.c.image_id,
                 PREDICTIONS.c.label,
@@ -140,10 +143,13 @@ def tally_memberships(
                 PREDICTIONS.c.confidence,
             ).where(
                 PREDICTIONS.c.model_version_id == model_version_id,
-                PREDICTIONS.c.image_id.in_(sorted({image for _, image in counted})),
+                PREDICTIONS.c.image_id.in_(unknown),
             )
         )
-    }
+        for image_id, label, true_label, value in rows:
+            answers[image_id] = tallies.Answer(
+                model_version_id, label, true_label, float(value)
+            )
     tallies.add_to_jobs(session, ((job, answers[image]) for job, image in counted))
     return len(counted)
 
