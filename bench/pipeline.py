@@ -341,11 +341,18 @@ def main() -> None:
         action="store_true",
         help="Also measure the producer's memory on 1,000,000 lines.",
     )
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        help="Work in this folder and leave its files, databases and worker logs.",
+    )
     arguments = parser.parse_args()
     os.environ["IMGQ_BATCH_SIZE"] = str(arguments.batch_size)
 
     with tempfile.TemporaryDirectory(prefix="imgq-bench-") as temporary:
-        workdir = Path(temporary)
+        workdir = arguments.keep or Path(temporary)
+        workdir.mkdir(parents=True, exist_ok=True)
         configure(workdir, f"sqlite:///{workdir / 'setup.db'}")
         print(f"writing {arguments.images} PNG files ...")
         paths = write_images(workdir / "images", arguments.images)

@@ -28,7 +28,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, bindparam, exists, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Table,
+    bindparam,
+    exists,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from imgq.db import bulk, tallies
@@ -68,18 +76,12 @@ def record(session: Session, rows: Sequence[dict[str, Any]]) -> int:
         return 0
     true_labels = lock_images(session, [row["image_id"] for row in rows], nowait=True)
     labelled = [{**row, "true_label": true_labels.get(row["image_id"])} for row in rows]
-    inserted = session.execute(
-        bulk.insert_statement(session, Prediction)
-        .on_conflict_do_nothing()
-        .returning(
-            PREDICTIONS.c.image_id,
-            PREDICTIONS.c.model_version_id,
-            PREDICTIONS.c.label,
-            PREDICTIONS.c.true_label,
-            PREDICTIONS.c.confidence,
-        ),
+    inserted = bulk.insert_new(
+        session,
+        Prediction,
         labelled,
-    ).all()
+        returning=["image_id", "model_version_id", "label", "true_label", "confidence"],
+    )
     by_version: dict[int, dict[int, tallies.Answer]] = {}
     for image_id, version, label, true_label, confidence in inserted:
         answer = tallies.Answer(version, label, true_label, float(confidence))
@@ -116,17 +118,21 @@ def tally_memberships(
     of_version = select(JOBS.c.id).where(JOBS.c.model_version_id == model_version_id)
     if job_id is not None:
         of_version = of_version.where(JOBS.c.id == job_id)
-    counted = session.execute(
-        update(JOB_IMAGES)
-        .where(
-            JOB_IMAGES.c.image_id.in_(sorted(set(image_ids))),
-            JOB_IMAGES.c.job_id.in_(of_version),
-            JOB_IMAGES.c.tallied.is_(False),
+    conditions: list[ColumnElement[bool]] = [
+        JOB_IMAGES.c.image_id.in_(sorted(set(image_ids))),
+        JOB_IMAGES.c.job_id.in_(of_version),
+        JOB_IMAGES.c.tallied.is_(False),
+    ]
+    if known is None or not set(image_ids) <= set(known):
+        conditions.append(
             exists().where(
                 PREDICTIONS.c.image_id == JOB_IMAGES.c.image_id,
                 PREDICTIONS.c.model_version_id == model_version_id,
-            ),
+            )
         )
+    counted = session.execute(
+        update(JOB_IMAGES)
+        .where(*conditions)
         .values(tallied=True)
         .returning(JOB_IMAGES.c.job_id, JOB_IMAGES.c.image_id)
     ).all()
